@@ -1,0 +1,203 @@
+"""The `electrolite` command: tokenizer, prepare, pretrain, flops, demo.
+
+A user's mistake prints one line, ``electrolite: error: ...``, and exits with status 2; a bug
+of ours may traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from electrolite import config as cfgmod
+from electrolite.config import PretrainConfig
+from electrolite.errors import UserError
+
+# Short flags the acceptance checks and README use, mapped to dotted config fields.
+PRETRAIN_SHORTCUTS = {
+    "corpus": ("corpus", str, "Corpus directory written by `electrolite prepare`."),
+    "out": ("out", str, "Run directory; re-running the same command resumes it."),
+    "size": ("size", str, "Named size: " + ", ".join(cfgmod.SIZES) + "."),
+    "objective": ("objective.name", str, "electra or mlm."),
+    "steps": ("train.steps", int, "Optimizer steps."),
+    "batch-size": ("train.batch_size", int, "Sequences per micro-batch."),
+    "seed": ("train.seed", int, "Random seed."),
+    "save-every": ("train.save_every", int, "Checkpoint every K steps."),
+    "budget": ("train.budget", str, "Wall-clock budget, e.g. 30m or 2h: stops cleanly with a checkpoint."),
+    "precision": ("train.precision", str, "fp32 or bf16 (autocast)."),
+    "lr": ("train.learning_rate", float, "Peak learning rate."),
+    "masking": ("objective.masking", str, "token, whole_word or ngram."),
+}
+
+
+def _add_config_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --section.field option per config field, documented by the field's docstring."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, tp, default, doc in cfgmod.iter_fields(cls):
+        if "." not in name:
+            continue
+        section = name.split(".")[0]
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} fields (any can also be set in --config YAML)")
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(tp, "VALUE")
+        groups[section].add_argument(f"--{name}", dest=name, metavar=metavar, default=argparse.SUPPRESS,
+                                     help=f"{doc} (default: {default!r})".replace("%", "%%"))
+
+
+def _pretrain_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for flag, (key, _tp, _doc) in PRETRAIN_SHORTCUTS.items():
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is not None:
+            overrides[key] = value
+    if args.sop:
+        overrides["objective.sop"] = True
+    for key, value in vars(args).items():
+        if "." in key:
+            overrides[key] = value
+    return overrides
+
+
+def pretrain_config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    file_data = cfgmod.load_yaml(args.config) if args.config else None
+    return cfgmod.resolve_pretrain_config(file_data, _pretrain_overrides(args))
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from electrolite.tokenizer import save_tokenizer, train_tokenizer
+    tok = train_tokenizer(args.files, args.vocab_size, kind=args.kind, lowercase=not args.cased,
+                          min_frequency=args.min_frequency, errors=args.encoding_errors)
+    save_tokenizer(tok, args.out)
+    print(f"wrote {args.out}/tokenizer.json ({args.kind}, {tok.get_vocab_size():,} tokens)")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from electrolite.corpus import prepare
+    meta = prepare(args.files, args.tokenizer, args.seq_len, args.out, seed=args.seed,
+                   valid_fraction=args.valid_fraction, pack_documents=args.pack_documents,
+                   encoding_errors=args.encoding_errors, workers=args.workers,
+                   progress=not args.no_progress, overwrite=args.overwrite)
+    print(f"wrote {args.out}: {meta['num_train']:,} train and {meta['num_valid']:,} valid sequences "
+          f"of {args.seq_len} tokens")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from electrolite.pretrain import run
+    summary = run(pretrain_config_from_args(args))
+    keys = [k for k in ("valid_loss", "valid_mlm_accuracy", "valid_rtd_accuracy", "valid_sop_accuracy") if k in summary]
+    shown = ", ".join(f"{k} {summary[k]:.4f}" for k in keys)
+    print(f"{summary['stop_reason']} at step {summary['step']}/{summary['steps']} in {summary['run']}"
+          + (f": {shown}" if shown else ""))
+
+
+def cmd_flops(args: argparse.Namespace) -> None:
+    from electrolite import flops
+    overrides = {"size": args.size, "objective.name": args.objective, "objective.sop": args.sop,
+                 "model.vocab_size": args.vocab_size, "train.steps": args.steps, "train.batch_size": args.batch_size}
+    if args.generator_size is not None:
+        overrides["objective.generator_size"] = args.generator_size
+    for key, value in vars(args).items():
+        if key.startswith("model."):
+            overrides[key] = value
+    cfg = cfgmod.resolve_pretrain_config(None, overrides)
+    report = flops.estimate(cfg.model, cfg.generator_config(), cfg.objective.name, cfg.objective.sop,
+                            args.steps, args.batch_size, args.seq_len, cfg.objective.mask_prob)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(f"{args.size} {args.objective}{'+sop' if args.sop else ''}, {args.steps:,} steps × "
+              f"{args.batch_size} × {args.seq_len}:")
+        print(f"  ELECTRA-paper convention: {flops.format_flops(report.paper_flops)} "
+              f"({flops.format_flops(report.paper_flops_per_step)} per step)")
+        print(f"  model FLOPs (fwd+bwd):    {flops.format_flops(report.model_flops)} "
+              f"({flops.format_flops(report.model_flops_per_step)} per step)")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from electrolite.demo import run_demo
+    run_demo(args.out, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="electrolite", description=(
+        "Pre-train compact text encoders with ELECTRA, BERT's masked LM or ALBERT's recipe."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tok = sub.add_parser("tokenizer", help="train a tokenizer").add_subparsers(dest="action", required=True)
+    p = tok.add_parser("train", help="train a WordPiece or Unigram tokenizer on text files")
+    p.add_argument("files", nargs="+", help=".txt (blank line between documents), .txt.gz or .jsonl (text field)")
+    p.add_argument("--vocab-size", type=int, required=True, help="vocabulary size")
+    p.add_argument("--out", required=True, help="output directory (gets tokenizer.json)")
+    p.add_argument("--kind", choices=["wordpiece", "unigram"], default="wordpiece",
+                   help="wordpiece (BERT/ELECTRA) or unigram (SentencePiece, as ALBERT uses)")
+    p.add_argument("--cased", action="store_true", help="keep case (default: lowercase)")
+    p.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency (WordPiece)")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                   help="non-UTF-8 bytes: stop with an error (strict) or substitute U+FFFD (replace)")
+    p.set_defaults(func=cmd_tokenizer_train)
+
+    p = sub.add_parser("prepare", help="tokenize and pack text into a pre-training corpus directory")
+    p.add_argument("files", nargs="+", help=".txt, .txt.gz or .jsonl files")
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json, vocab.txt or a directory with one")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens per packed sequence")
+    p.add_argument("--out", required=True, help="corpus directory to create")
+    p.add_argument("--seed", type=int, default=0, help="seed of the example builder and the validation split")
+    p.add_argument("--valid-fraction", type=float, default=0.01, help="share of documents held out for validation")
+    p.add_argument("--pack-documents", action="store_true",
+                   help="let sequences run across document boundaries (fills short documents; RoBERTa style)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                   help="non-UTF-8 bytes: stop with an error (strict) or substitute U+FFFD (replace)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="pre-train an encoder (re-run to resume)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       epilog="Precedence: size table < --config YAML < flags. Sizes: " + ", ".join(cfgmod.SIZES))
+    p.add_argument("--config", help="YAML file with size/corpus/out and model/objective/train sections")
+    for flag, (_key, tp, doc) in PRETRAIN_SHORTCUTS.items():
+        p.add_argument(f"--{flag}", type=tp, default=None, help=doc)
+    p.add_argument("--sop", action="store_true", help="add ALBERT's sentence-order prediction")
+    _add_config_fields(p, PretrainConfig)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("flops", help="training FLOPs in the ELECTRA paper's convention and as model FLOPs")
+    p.add_argument("--size", required=True, help="named size")
+    p.add_argument("--objective", choices=["electra", "mlm"], required=True)
+    p.add_argument("--sop", action="store_true")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--generator-size", type=float, default=None, help="generator hidden as a fraction of the discriminator's")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    for name, tp, default, doc in cfgmod.iter_fields(cfgmod.EncoderConfig, "model."):
+        p.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=doc.replace("%", "%%"))
+    p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("demo", help="pre-train a tiny ELECTRA on the Python docs (about 3 minutes)")
+    p.add_argument("--out", default="demo-run", help="directory for the corpus, tokenizer and run")
+    p.add_argument("--steps", type=int, default=None, help="pre-training steps (default: fits ~2 minutes)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"electrolite: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("electrolite: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

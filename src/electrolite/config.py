@@ -1,0 +1,478 @@
+"""Typed configs: the encoder (Hugging Face field names), the objective, training, and the run.
+
+Every field's docstring (the string literal under it) is its ``--help`` text. Configs are read
+from YAML with unknown keys rejected, and any field can be overridden on the command line
+with a dotted name (``--model.num_hidden_layers 2``, ``--train.learning_rate 1e-3``).
+
+The named sizes are data (``SIZES``), never branched on: ``from_name("electra-small",
+num_hidden_layers=2)`` gives an ``EncoderConfig``; ``size_objective_defaults(name)`` gives the
+objective settings that belong to the size (the generator's fraction of the hidden size).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+import textwrap
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from electrolite.errors import UserError
+
+
+@dataclass
+class EncoderConfig:
+    """The BERT/ELECTRA/ALBERT post-LayerNorm encoder, with Hugging Face field names."""
+
+    vocab_size: int = 30522
+    """Number of token ids (set from the tokenizer when pre-training)."""
+    hidden_size: int = 256
+    """Width of every transformer layer."""
+    num_hidden_layers: int = 12
+    """Number of transformer layers (applications, counting shared ones)."""
+    num_attention_heads: int = 0
+    """Attention heads; 0 derives hidden_size // 64 (at least 1)."""
+    intermediate_size: int = 0
+    """Feed-forward width; 0 derives 4 × hidden_size."""
+    embedding_size: int = 0
+    """Token embedding width; 0 means hidden_size. Smaller values factorize the embedding (ALBERT/ELECTRA): V·E + E·H parameters."""
+    num_hidden_groups: int = 0
+    """Layer groups with their own weights; 0 means one per layer (no sharing), 1 shares one set across all layers (ALBERT)."""
+    hidden_act: str = "gelu"
+    """Feed-forward activation: gelu, gelu_new, relu."""
+    hidden_dropout_prob: float = 0.1
+    """Dropout on embeddings and every residual branch."""
+    attention_probs_dropout_prob: float = 0.1
+    """Dropout on attention probabilities."""
+    max_position_embeddings: int = 512
+    """Longest sequence the position embeddings cover."""
+    type_vocab_size: int = 2
+    """Number of segment (token type) ids."""
+    layer_norm_eps: float = 1e-12
+    """LayerNorm epsilon."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation."""
+    pad_token_id: int = 0
+    """Id of the padding token (set from the tokenizer)."""
+
+    def __post_init__(self) -> None:
+        if not self.num_attention_heads:
+            self.num_attention_heads = max(1, self.hidden_size // 64)
+        if not self.intermediate_size:
+            self.intermediate_size = 4 * self.hidden_size
+        if not self.embedding_size:
+            self.embedding_size = self.hidden_size
+        if not self.num_hidden_groups:
+            self.num_hidden_groups = self.num_hidden_layers
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise UserError for sizes that cannot build an encoder."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "embedding_size", "num_hidden_groups",
+                     "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise UserError(f"model.hidden_size {self.hidden_size} is not divisible by "
+                            f"model.num_attention_heads {self.num_attention_heads}")
+        if self.num_hidden_layers % self.num_hidden_groups:
+            raise UserError(f"model.num_hidden_layers {self.num_hidden_layers} is not divisible by "
+                            f"model.num_hidden_groups {self.num_hidden_groups}")
+        if self.hidden_act not in ("gelu", "gelu_new", "relu"):
+            raise UserError(f"model.hidden_act must be gelu, gelu_new or relu, got {self.hidden_act!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise UserError(f"model.pad_token_id {self.pad_token_id} is outside the vocabulary ({self.vocab_size})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the encoder learns: ELECTRA's replaced-token detection or BERT's masked LM, optionally with SOP."""
+
+    name: str = "electra"
+    """electra (generator + discriminator, replaced-token detection) or mlm (BERT's masked LM)."""
+    sop: bool = False
+    """Add ALBERT's sentence-order prediction on the two segments (half of them swapped)."""
+    mask_prob: float = 0.15
+    """Fraction of real tokens selected for masking in each sequence."""
+    masking: str = "token"
+    """How positions are chosen: token, whole_word (all sub-words of a word) or ngram (ALBERT: spans of n ≤ max_ngram words, p(n) ∝ 1/n)."""
+    max_ngram: int = 3
+    """Longest n-gram (in words) for masking=ngram."""
+    mask_token_frac: float = -1.0
+    """Of the selected positions, the share replaced by [MASK]; -1 derives it (mlm 0.8, electra 0.85)."""
+    random_token_frac: float = -1.0
+    """Of the selected positions, the share replaced by a random token; -1 derives it (mlm 0.1, electra 0.0). The rest stay unchanged."""
+    generator_size: float = 0.25
+    """ELECTRA: generator hidden size as a fraction of the discriminator's (heads = hidden/64, FFN = 4×hidden)."""
+    generator_layers: float = 1.0
+    """ELECTRA: generator depth as a fraction of the discriminator's."""
+    generator_weight: float = 1.0
+    """ELECTRA: weight of the generator's masked-LM loss."""
+    discriminator_weight: float = 50.0
+    """ELECTRA: weight of the discriminator's replaced-token-detection loss."""
+    sop_weight: float = 1.0
+    """Weight of the sentence-order loss."""
+    temperature: float = 1.0
+    """ELECTRA: temperature of the generator's sampling distribution."""
+
+    def __post_init__(self) -> None:
+        if self.mask_token_frac < 0:
+            self.mask_token_frac = 0.85 if self.name == "electra" else 0.8
+        if self.random_token_frac < 0:
+            self.random_token_frac = 0.0 if self.name == "electra" else 0.1
+        self.validate()
+
+    def validate(self) -> None:
+        if self.name not in ("electra", "mlm"):
+            raise UserError(f"objective.name must be electra or mlm, got {self.name!r}")
+        if self.masking not in ("token", "whole_word", "ngram"):
+            raise UserError(f"objective.masking must be token, whole_word or ngram, got {self.masking!r}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise UserError(f"objective.mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.mask_token_frac + self.random_token_frac > 1.0 + 1e-9:
+            raise UserError("objective.mask_token_frac + objective.random_token_frac must not exceed 1")
+        if not 1 <= self.max_ngram <= 10:
+            raise UserError(f"objective.max_ngram must be in 1..10, got {self.max_ngram}")
+        if not 0.0 < self.generator_size <= 1.0 or not 0.0 < self.generator_layers <= 1.0:
+            raise UserError("objective.generator_size and objective.generator_layers must be in (0, 1]")
+        if self.temperature <= 0:
+            raise UserError(f"objective.temperature must be positive, got {self.temperature}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, evaluation and checkpointing of a pre-training run."""
+
+    steps: int = 10000
+    """Optimizer steps."""
+    batch_size: int = 128
+    """Sequences per micro-batch (per process); the global batch is batch_size × gradient_accumulation_steps × world size."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches summed into one optimizer step."""
+    learning_rate: float = 5e-4
+    """Peak learning rate (ELECTRA-Small 5e-4, Base 2e-4)."""
+    warmup_steps: int = -1
+    """Linear warm-up steps, then linear decay to 0; -1 derives min(10000, 10% of steps)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on biases or LayerNorm)."""
+    adam_beta1: float = 0.9
+    """AdamW β1."""
+    adam_beta2: float = 0.999
+    """AdamW β2."""
+    adam_epsilon: float = 1e-6
+    """AdamW ε."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables."""
+    precision: str = "fp32"
+    """fp32, or bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs)."""
+    seed: int = 0
+    """Seed of initialisation, masking, sampling and data order."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    save_every: int = 1000
+    """Write a resumable checkpoint every this many steps (and always at the end)."""
+    keep_last: int = 3
+    """Checkpoints kept; older ones are deleted after a newer one is complete."""
+    eval_every: int = 500
+    """Validate every this many steps (and at the end); 0 only at the end."""
+    eval_batches: int = 20
+    """Validation batches per evaluation (fixed, seeded masks, so evaluations compare)."""
+    log_every: int = 10
+    """Write a metrics.jsonl line every this many steps."""
+    budget: str = ""
+    """Wall-clock budget for the whole run across resumes, e.g. 90s, 30m, 2h; the run stops cleanly with a checkpoint."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to RUN/tensorboard (needs the tensorboard extra)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "gradient_accumulation_steps", "save_every", "keep_last",
+                     "log_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise UserError(f"train.learning_rate must be positive, got {self.learning_rate}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.budget:
+            parse_duration(self.budget)
+
+    @property
+    def resolved_warmup_steps(self) -> int:
+        return self.warmup_steps if self.warmup_steps >= 0 else min(10000, self.steps // 10)
+
+
+@dataclass
+class PretrainConfig:
+    """A whole pre-training run; this is what RUN/config.yaml holds."""
+
+    size: str = "electra-small"
+    """Named size the model section starts from (see `electrolite pretrain --help`)."""
+    corpus: str = ""
+    """Corpus directory written by `electrolite prepare`."""
+    out: str = ""
+    """Run directory (created; re-running the same command resumes it)."""
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def generator_config(self) -> EncoderConfig | None:
+        """The ELECTRA generator's encoder config (None for other objectives).
+
+        Same depth fraction and embedding size as the discriminator, hidden size scaled by
+        objective.generator_size, heads and FFN derived from it (as the reference code does).
+        """
+        if self.objective.name != "electra":
+            return None
+        m = self.model
+        hidden = max(1, int(round(m.hidden_size * self.objective.generator_size)))
+        layers = max(1, int(round(m.num_hidden_layers * self.objective.generator_layers)))
+        groups = m.num_hidden_groups if m.num_hidden_groups < m.num_hidden_layers else 0
+        if groups and layers % groups:
+            groups = 0
+        return dataclasses.replace(
+            m, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=0,
+            intermediate_size=0, num_hidden_groups=groups)
+
+
+# --- named sizes -------------------------------------------------------------------------------
+# Encoder fields of each named size; anything left out is derived (heads = hidden/64, FFN = 4×hidden,
+# embedding = hidden, no sharing). `generator_size` is the objective's default for that size.
+# Parameter counts are the encoder alone at vocab 30522 (tests/test_config.py checks them).
+SIZES: dict[str, dict[str, Any]] = {
+    # 2,086,400: for tests and the demo
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, generator_size=0.5),
+    # 13,483,008: ELECTRA paper's BERT-Small
+    "bert-small": dict(hidden_size=256, num_hidden_layers=12, embedding_size=128),
+    # 108,891,648 (BERT-Base without its pooler)
+    "bert-base": dict(hidden_size=768, num_hidden_layers=12),
+    # 13,483,008 discriminator; generator hidden 64
+    "electra-small": dict(hidden_size=256, num_hidden_layers=12, embedding_size=128, generator_size=1 / 4),
+    # 108,891,648; generator hidden 256
+    "electra-base": dict(hidden_size=768, num_hidden_layers=12, generator_size=1 / 3),
+    # 334,092,288; generator hidden 256
+    "electra-large": dict(hidden_size=1024, num_hidden_layers=24, generator_size=1 / 4),
+    # 11,159,808: all 12 layers share one set of weights
+    "albert-base": dict(hidden_size=768, num_hidden_layers=12, embedding_size=128, num_hidden_groups=1),
+    # 16,701,184
+    "albert-large": dict(hidden_size=1024, num_hidden_layers=24, embedding_size=128, num_hidden_groups=1),
+}
+_OBJECTIVE_SIZE_KEYS = ("generator_size",)
+
+
+def _size_entry(name: str) -> dict[str, Any]:
+    if name not in SIZES:
+        raise UserError(f"unknown size {name!r}; choose one of: {', '.join(SIZES)}")
+    return SIZES[name]
+
+
+def from_name(name: str, **overrides: Any) -> EncoderConfig:
+    """The encoder config of a named size, with fields overridden.
+
+    Args:
+        name: a key of SIZES, e.g. "electra-small".
+        **overrides: EncoderConfig fields, e.g. num_hidden_layers=2.
+    """
+    entry = {k: v for k, v in _size_entry(name).items() if k not in _OBJECTIVE_SIZE_KEYS}
+    entry.update(overrides)
+    return build(EncoderConfig, entry, "model")
+
+
+def size_objective_defaults(name: str) -> dict[str, Any]:
+    """Objective fields that a named size sets (the generator's relative size)."""
+    return {k: v for k, v in _size_entry(name).items() if k in _OBJECTIVE_SIZE_KEYS}
+
+
+# --- dataclass <-> dict / YAML ----------------------------------------------------------------
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def build(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
+    """Construct dataclass `cls` from a (nested) dict, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: the dataclass type.
+        data: field values; missing ones take defaults.
+        where: dotted prefix for error messages ("model", "train").
+    """
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
+        raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''}: {names}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        if _is_dataclass_type(tp):
+            if not isinstance(value, dict):
+                raise UserError(f"config {key} must be a mapping")
+            kwargs[name] = build(tp, value, key)
+        else:
+            kwargs[name] = coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML or command-line value to a field's type, or raise UserError naming the key."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:  # pragma: no cover - our configs only use the four scalar types
+        return value
+    raise UserError(f"config {key} must be {tp.__name__}, got {value!r}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or 'parse error'})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(data: dict[str, Any], path: str | Path) -> None:
+    """Write a YAML mapping atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
+                            overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """Resolve a run's config: size table < config file < command-line overrides.
+
+    Args:
+        file_data: the mapping read from --config (same shape as RUN/config.yaml).
+        overrides: dotted keys ("model.hidden_size", "train.steps", "size") from the command line.
+    """
+    merged: dict[str, Any] = {"model": {}, "objective": {}, "train": {}}
+    for source in (file_data or {}, _undot(overrides or {})):
+        for key, value in source.items():
+            if key in merged and isinstance(value, dict):
+                merged[key].update(value)
+            elif key in merged:
+                raise UserError(f"config {key} must be a mapping")
+            else:
+                merged[key] = value
+    size = str(merged.get("size", PretrainConfig.size))
+    base_model = {k: v for k, v in _size_entry(size).items() if k not in _OBJECTIVE_SIZE_KEYS}
+    merged["model"] = {**base_model, **merged["model"]}
+    merged["objective"] = {**size_objective_defaults(size), **merged["objective"]}
+    # Derived fields are stored resolved in config.yaml; re-resolving must not re-derive them from
+    # a changed sibling, so derivation only happens for fields still at their sentinel.
+    return build(PretrainConfig, merged)
+
+
+def _undot(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"config {key}: {p} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string under each field), for --help."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def iter_fields(cls: type, prefix: str = ""):
+    """Yield (dotted name, type, default, doc) for every scalar field of a nested config."""
+    hints = get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in fields(cls):
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        if _is_dataclass_type(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            yield name, tp, default, docs.get(f.name, "")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like "90s", "30m", "2h", "1h30m" or a plain number of seconds."""
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
+    if not parts or "".join(a + b for a, b in parts) != text.replace(" ", ""):
+        raise UserError(f"train.budget: cannot read duration {text!r} (use e.g. 90s, 30m, 2h)")
+    unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(float(a) * unit[b] for a, b in parts)

@@ -1,0 +1,56 @@
+"""Optimizer parameter groups, AdamW, and the warm-up + linear-decay schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def no_decay(name: str, param: torch.Tensor) -> bool:
+    """Biases, LayerNorm weights and other 1-d tensors take no weight decay (BERT/ELECTRA)."""
+    return param.ndim < 2 or "LayerNorm" in name or name.endswith(".bias")
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr: float,
+                 layer_scale: dict[str, float] | None = None) -> list[dict]:
+    """AdamW parameter groups: decay / no-decay, optionally each scaled per parameter name.
+
+    Args:
+        model: the module to optimise; shared parameters appear once.
+        weight_decay: decay for weight matrices.
+        lr: base learning rate.
+        layer_scale: optional {parameter name: lr multiplier} (layer-wise decay in fine-tuning).
+    """
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        scale = (layer_scale or {}).get(name, 1.0)
+        groups.setdefault((no_decay(name, p), scale), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": lr * scale, "lr_scale": scale}
+            for (nd, scale), ps in groups.items()]
+
+
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, device: torch.device
+          ) -> torch.optim.AdamW:
+    """AdamW, fused on CUDA and on CPU where this torch supports it (one kernel for all tensors)."""
+    kwargs = dict(lr=lr, betas=betas, eps=eps)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, foreach=device.type == "cuda", **kwargs)
+
+
+def linear_schedule(step: int, warmup: int, total: int) -> float:
+    """LR multiplier at `step`: linear warm-up from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, multiplier: float) -> None:
+    """Set every group's LR to base_lr × group scale × multiplier (a pure function of the step, so resume needs no scheduler state)."""
+    for g in optimizer.param_groups:
+        g["lr"] = base_lr * g.get("lr_scale", 1.0) * multiplier

@@ -1,0 +1,332 @@
+"""Pre-training recipe: setup → loop → evaluate → checkpoint → cleanup.
+
+Launch::
+
+    electrolite pretrain --corpus CORPUS --out RUN --size electra-small --objective electra --steps 10000
+
+Re-running the same command resumes from RUN/checkpoints/latest. Any objective (electra, mlm,
++sop) runs on any encoder (plain, factorized, shared); the run directory holds config.yaml,
+tokenizer.json, model.safetensors, metrics.jsonl and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from electrolite import checkpoint, config as cfgmod, flops
+from electrolite.config import PretrainConfig
+from electrolite.corpus import EpochSampler, PretrainingCorpus
+from electrolite.errors import UserError
+from electrolite.objectives import Masker, build_objective, make_inputs
+from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
+from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
+
+# Train fields a resumed run may change; every other field must match the saved config.yaml.
+RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
+                     "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device"}
+EVAL_SEED = 12345
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast context (AMX on CPU, tensor cores on GPU), or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+
+
+class Setup:
+    """Everything a pre-training run needs, built from its config and corpus."""
+
+    def __init__(self, cfg: PretrainConfig):
+        if not cfg.corpus:
+            raise UserError("pretrain needs --corpus DIR (a directory written by `electrolite prepare`)")
+        self.corpus = PretrainingCorpus(cfg.corpus, "train")
+        self.valid = PretrainingCorpus(cfg.corpus, "valid") if self.corpus.meta.get("num_valid", 0) else None
+        tok_path = Path(cfg.corpus) / "tokenizer.json"
+        self.tokenizer = load_tokenizer(str(tok_path))
+        self.special = special_tokens(self.tokenizer)
+        seq_len = self.corpus.seq_len
+        model = dataclasses.replace(cfg.model, vocab_size=self.tokenizer.get_vocab_size(),
+                                    pad_token_id=self.special.pad_token_id)
+        if seq_len > model.max_position_embeddings:
+            raise UserError(f"corpus sequence length {seq_len} exceeds model.max_position_embeddings "
+                            f"{model.max_position_embeddings}")
+        self.cfg = dataclasses.replace(cfg, model=model)
+        self.seq_len = seq_len
+        self.generator_cfg = self.cfg.generator_config()
+        self.masker = Masker(self.cfg.objective, model.vocab_size, self.special.mask_token_id,
+                             [self.special.cls_token_id, self.special.sep_token_id, self.special.pad_token_id,
+                              self.special.mask_token_id], word_start_mask(self.tokenizer))
+        t = self.cfg.train
+        self.flops = flops.estimate(model, self.generator_cfg, self.cfg.objective.name, self.cfg.objective.sop,
+                                    1, t.batch_size * t.gradient_accumulation_steps, seq_len,
+                                    self.cfg.objective.mask_prob)
+
+    def build_model(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.train.seed)
+        return build_objective(self.cfg.model, self.cfg.objective, self.generator_cfg)
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append(name)
+    return out
+
+
+def prepare_run_dir(setup: Setup) -> bool:
+    """Create RUN (config.yaml, tokenizer.json) or check that it can be resumed. Returns True when resuming."""
+    out = Path(setup.cfg.out)
+    if not setup.cfg.out:
+        raise UserError("pretrain needs --out RUN")
+    current = cfgmod.to_dict(setup.cfg)
+    saved_path = out / "config.yaml"
+    if saved_path.exists():
+        saved = cfgmod.load_yaml(saved_path)
+        diffs = [d for d in config_differences(saved, current) if d not in RESUMABLE_CHANGES | {"corpus"}]
+        if diffs:
+            raise UserError(f"{out} holds a run with another config ({', '.join(diffs)} differ); "
+                            f"use a new --out or the same settings to resume")
+        run_tok = load_tokenizer(str(out / "tokenizer.json"))
+        if tokenizer_fingerprint(run_tok) != tokenizer_fingerprint(setup.tokenizer):
+            raise UserError(f"corpus {setup.cfg.corpus} was prepared with a different tokenizer than run {out}'s")
+        cfgmod.save_yaml(current, saved_path)  # records changed steps/budget
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not an electrolite run (no config.yaml); choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(setup.cfg.corpus) / "tokenizer.json", out / ".tokenizer.json.tmp")
+    (out / ".tokenizer.json.tmp").replace(out / "tokenizer.json")
+    cfgmod.save_yaml(current, saved_path)  # written last: its presence marks a run dir
+    return False
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches: int) -> dict[str, float]:
+    """Validation metrics on the first `batches` validation batches with fixed, seeded masks and samples."""
+    if setup.valid is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(EVAL_SEED)
+    b = setup.cfg.train.batch_size
+    totals: dict[str, float] = {}
+    n = 0
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(EVAL_SEED)
+        for start in range(0, min(len(setup.valid), batches * b), b):
+            idx = torch.arange(start, min(start + b, len(setup.valid))).numpy()
+            inputs = make_inputs(setup.valid.batch(idx), setup.masker, setup.cfg.objective.sop, gen)
+            with autocast(device, setup.cfg.train.precision):
+                out = model(to_device(inputs, device))
+            for k, v in out.metrics().items():
+                totals[k] = totals.get(k, 0.0) + v
+            n += 1
+    model.train(was_training)
+    return {f"valid_{k}": v / n for k, v in totals.items()}
+
+
+class StopFlag:
+    """SIGTERM/SIGINT request a clean stop: finish the step, checkpoint, exit 0."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class MetricsLog:
+    """metrics.jsonl (+ optional TensorBoard); on resume, lines past the checkpoint are dropped."""
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool):
+        self.path = run_dir / "metrics.jsonl"
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("train.tensorboard needs the tensorboard package (pip install electrolite[tensorboard])") from None
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def run(cfg: PretrainConfig) -> dict[str, Any]:
+    """Pre-train (or resume) a run; returns its final summary."""
+    # --- setup ---------------------------------------------------------------------------------
+    setup = Setup(cfg)
+    cfg = setup.cfg
+    t = cfg.train
+    resuming = prepare_run_dir(setup)
+    run_dir = Path(cfg.out)
+    device = resolve_device(t.device)
+    model = setup.build_model().to(device)
+    model.train()
+    optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate), t.learning_rate,
+                      (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
+    mask_gen = torch.Generator().manual_seed(t.seed + 1)
+    sampler = EpochSampler(len(setup.corpus), t.batch_size, t.seed)
+    step, elapsed, skipped = 0, 0.0, 0
+    latest = checkpoint.latest_checkpoint(run_dir) if resuming else None
+    if latest is not None:
+        state, rng = checkpoint.load_checkpoint(latest, model, optimizer)
+        step, elapsed = state["step"], state["elapsed_seconds"]
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(rng["torch_cpu"])
+        mask_gen.set_state(rng["masking"])
+        if device.type == "cuda" and "torch_cuda" in rng:
+            torch.cuda.set_rng_state(rng["torch_cuda"], device)
+    budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
+    warmup = t.resolved_warmup_steps
+    log = MetricsLog(run_dir, step, t.tensorboard)
+    flops_step = setup.flops
+    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * setup.seq_len
+
+    def save(reason: str) -> None:
+        rng = {"torch_cpu": torch.get_rng_state(), "masking": mask_gen.get_state()}
+        if device.type == "cuda":
+            rng["torch_cuda"] = torch.cuda.get_rng_state(device)
+        state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
+                 "paper_flops": flops_step.paper_flops_per_step * step,
+                 "model_flops": flops_step.model_flops_per_step * step}
+        checkpoint.save_checkpoint(run_dir, step, model, optimizer, rng, state, t.keep_last)
+        checkpoint.save_weights(model, run_dir / "model.safetensors", {"step": str(step)})
+
+    def log_eval() -> dict[str, float]:
+        metrics = evaluate(model, setup, device, t.eval_batches)
+        if metrics:
+            log.write({"step": step, **{k: round(v, 6) for k, v in metrics.items()},
+                       "paper_flops": flops_step.paper_flops_per_step * step})
+        return metrics
+
+    initial = log_eval() if step == 0 else {}  # the untrained model: what training must beat
+    from tqdm import tqdm
+    bar = tqdm(total=t.steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True,
+               desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size}")
+    stop_reason = "completed"
+    window_time, window_steps = 0.0, 0
+    # --- loop ----------------------------------------------------------------------------------
+    with StopFlag() as stop:
+        while step < t.steps:
+            if elapsed >= budget:
+                stop_reason = f"budget {t.budget} reached"
+                break
+            if stop.signal:
+                stop_reason = f"stopped by {stop.signal}"
+                break
+            started = time.perf_counter()
+            set_lr(optimizer, t.learning_rate, linear_schedule(step, warmup, t.steps))
+            parts: dict[str, float] = {}
+            for _ in range(t.gradient_accumulation_steps):
+                inputs = make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
+                with autocast(device, t.precision):
+                    out = model(to_device(inputs, device))
+                (out.loss / t.gradient_accumulation_steps).backward()
+                for k, v in out.metrics().items():
+                    parts[k] = parts.get(k, 0.0) + v / t.gradient_accumulation_steps
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                         if t.max_grad_norm > 0 else torch.tensor(0.0))
+            if math.isfinite(parts["loss"]) and torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            took = time.perf_counter() - started
+            elapsed += took
+            window_time += took
+            window_steps += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == t.steps:
+                tps = tokens_per_step * window_steps / max(window_time, 1e-9)
+                bar.set_postfix(loss=f"{parts['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
+                           "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
+                           "tokens_per_second": round(tps, 1), "elapsed_seconds": round(elapsed, 2),
+                           "paper_flops": flops_step.paper_flops_per_step * step,
+                           "model_flops": flops_step.model_flops_per_step * step, "skipped_steps": skipped})
+                window_time, window_steps = 0.0, 0
+            if t.eval_every and step % t.eval_every == 0 and step < t.steps:
+                log_eval()
+            if step % t.save_every == 0 and step < t.steps:
+                save("periodic")
+    bar.close()
+    # --- evaluate, checkpoint, cleanup ---------------------------------------------------------
+    final = log_eval() if step == t.steps or stop_reason != "completed" else {}
+    save(stop_reason)
+    log.close()
+    summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
+               "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped,
+               "paper_flops": flops_step.paper_flops_per_step * step,
+               "model_flops": flops_step.model_flops_per_step * step, **final}
+    summary.update({f"initial_{k}": v for k, v in initial.items()})
+    checkpoint.write_json(summary, run_dir / "summary.json")
+    return summary
+
+
+def load_run_config(run_dir: str | os.PathLike) -> PretrainConfig:
+    """The resolved config of a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not an electrolite run (no config.yaml)")
+    return cfgmod.build(PretrainConfig, cfgmod.load_yaml(path))
