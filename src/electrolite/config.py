@@ -231,8 +231,11 @@ class PretrainConfig:
     out: str = ""
     """Run directory (created; re-running the same command resumes it)."""
     model: EncoderConfig = field(default_factory=EncoderConfig)
+    """The encoder (the discriminator for ELECTRA); starts from the named size."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """What the encoder learns."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, precision, evaluation and checkpointing."""
 
     def generator_config(self) -> EncoderConfig | None:
         """The ELECTRA generator's encoder config (None for other objectives).
@@ -407,12 +410,13 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
         file_data: the mapping read from --config (same shape as RUN/config.yaml).
         overrides: dotted keys ("model.hidden_size", "train.steps", "size") from the command line.
     """
-    merged: dict[str, Any] = {"model": {}, "objective": {}, "train": {}}
+    sections = ("model", "objective", "train")
+    merged: dict[str, Any] = {name: {} for name in sections}
     for source in (file_data or {}, _undot(overrides or {})):
         for key, value in source.items():
-            if key in merged and isinstance(value, dict):
+            if key in sections and isinstance(value, dict):
                 merged[key].update(value)
-            elif key in merged:
+            elif key in sections:
                 raise UserError(f"config {key} must be a mapping")
             else:
                 merged[key] = value

@@ -198,11 +198,10 @@ def make_inputs(batch: dict[str, torch.Tensor], masker: Masker, sop: bool,
     """
     ids, seg = batch["input_ids"], batch["segment_lengths"]
     attention = batch["attention_mask"].bool()
-    swap = torch.rand(ids.shape[0], generator=generator) < 0.5
-    if sop:
-        ids, types = sop_swap(ids, seg, swap)
-    else:
-        ids, types = sop_swap(ids, seg, torch.zeros_like(swap))
+    swap = torch.rand(ids.shape[0], generator=generator) < 0.5  # drawn either way: masks don't depend on sop
+    if not sop:
+        swap = torch.zeros_like(swap)  # nothing swapped, so nothing labelled swapped
+    ids, types = sop_swap(ids, seg, swap)
     sop_labels = torch.where(seg[:, 1] > 0, swap.long(), IGNORE)
     selected = masker.select(ids, attention, generator)
     return dict(input_ids=ids, masked_input_ids=masker.corrupt(ids, selected, generator),
