@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-fraction", type=float, default=0.01, help="share of documents held out for validation")
     p.add_argument("--pack-documents", action="store_true",
                    help="let sequences run across document boundaries (fills short documents; RoBERTa style)")
-    p.add_argument("--workers", type=int, default=None, help="tokenizer processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizer threads (default: all cores)")
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="non-UTF-8 bytes: stop with an error (strict) or substitute U+FFFD (replace)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus directory")
