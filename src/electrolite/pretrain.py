@@ -26,7 +26,7 @@ import torch
 
 from electrolite import checkpoint, config as cfgmod, flops
 from electrolite.config import PretrainConfig
-from electrolite.corpus import EpochSampler, PretrainingCorpus
+from electrolite.dataset import EpochSampler, PretrainingCorpus
 from electrolite.errors import UserError
 from electrolite.objectives import Masker, build_objective, make_inputs
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
@@ -112,15 +112,14 @@ def prepare_run_dir(setup: Setup) -> bool:
     saved_path = out / "config.yaml"
     if saved_path.exists():
         saved = cfgmod.load_yaml(saved_path)
-        diffs = [d for d in config_differences(saved, current) if d not in RESUMABLE_CHANGES | {"corpus"}]
+        diffs = [d for d in config_differences(saved, current) if d not in RESUMABLE_CHANGES | {"corpus", "out"}]
         if diffs:
             raise UserError(f"{out} holds a run with another config ({', '.join(diffs)} differ); "
                             f"use a new --out or the same settings to resume")
         run_tok = load_tokenizer(str(out / "tokenizer.json"))
         if tokenizer_fingerprint(run_tok) != tokenizer_fingerprint(setup.tokenizer):
             raise UserError(f"corpus {setup.cfg.corpus} was prepared with a different tokenizer than run {out}'s")
-        cfgmod.save_yaml(current, saved_path)  # records changed steps/budget
-        return True
+        return True  # run() records changed steps/budget in config.yaml once the checkpoint has loaded
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not an electrolite run (no config.yaml); choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -184,10 +183,12 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool):
         self.path = run_dir / "metrics.jsonl"
+        self.valid_steps: set[int] = set()  # steps that already have a validation line
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
+            self.valid_steps = {r["step"] for r in map(json.loads, kept) if any(k.startswith("valid_") for k in r)}
         self.file = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
@@ -236,6 +237,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         mask_gen.set_state(rng["masking"])
         if device.type == "cuda" and "torch_cuda" in rng:
             torch.cuda.set_rng_state(rng["torch_cuda"], device)
+    if resuming:  # only now: a resume that fails leaves config.yaml as it was
+        cfgmod.save_yaml(cfgmod.to_dict(cfg), run_dir / "config.yaml")
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
     warmup = t.resolved_warmup_steps
     log = MetricsLog(run_dir, step, t.tensorboard)
@@ -254,7 +257,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
 
     def log_eval() -> dict[str, float]:
         metrics = evaluate(model, setup, device, t.eval_batches)
-        if metrics:
+        if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
+            log.valid_steps.add(step)
             log.write({"step": step, **{k: round(v, 6) for k, v in metrics.items()},
                        "paper_flops": flops_step.paper_flops_per_step * step})
         return metrics
@@ -313,7 +317,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     bar.close()
     # --- evaluate, checkpoint, cleanup ---------------------------------------------------------
     final = log_eval() if step == t.steps or stop_reason != "completed" else {}
-    save(stop_reason)
+    if latest is None or step > state["step"]:  # a resume that took no step keeps its checkpoint as it is
+        save(stop_reason)
     log.close()
     summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
                "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped,
