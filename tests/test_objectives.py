@@ -610,3 +610,13 @@ def test_build_objective_electra_needs_generator():
     gen = cfg.generator_config()
     assert (gen.hidden_size, gen.num_attention_heads, gen.intermediate_size) == (32, 1, 128)
     assert isinstance(build_objective(cfg.model, dataclasses.replace(cfg.objective, name="mlm")), MaskedLM)
+
+
+def test_rank_auc_hand_checked():
+    from electrolite.objectives import rank_auc
+    labels = torch.tensor([False, False, True, True])
+    # pairs (pos, neg): 0.35>0.1, 0.35<0.4, 0.8>0.1, 0.8>0.4 -> 3 of 4
+    assert rank_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), labels).item() == pytest.approx(0.75)
+    assert rank_auc(torch.tensor([0.0, 0.1, 0.5, 0.9]), labels).item() == pytest.approx(1.0)
+    assert rank_auc(torch.tensor([0.9, 0.5, 0.1, 0.0]), labels).item() == pytest.approx(0.0)
+    assert rank_auc(torch.tensor([0.3, 0.2]), torch.tensor([False, False])).item() == 0.5

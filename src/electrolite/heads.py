@@ -80,3 +80,72 @@ class SOPHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) → (B, 2)."""
         return self.classifier(self.dropout(self.pooler(hidden)))
+
+
+# --- fine-tuning heads -------------------------------------------------------------------------
+
+class SequenceClassificationHead(nn.Module):
+    """Sentence(-pair) classification or regression from the [CLS] position.
+
+    Two layouts, matching the checkpoints Hugging Face users expect from each family:
+    ``electra`` (ElectraClassificationHead: dropout, dense, GELU, dropout, out_proj) and
+    ``pooler`` (BERT/ALBERT: tanh pooler, dropout, classifier).
+
+    Args:
+        config: the encoder config.
+        num_labels: classes (1 for regression).
+        kind: "electra" or "pooler".
+        dropout: classifier dropout (defaults to the encoder's hidden dropout).
+    """
+
+    def __init__(self, config: EncoderConfig, num_labels: int, kind: str = "electra", dropout: float | None = None):
+        super().__init__()
+        if kind not in ("electra", "pooler"):
+            raise ValueError(f"unknown classification head kind {kind!r}")
+        self.kind = kind
+        p = config.hidden_dropout_prob if dropout is None else dropout
+        self.dropout = nn.Dropout(p)
+        if kind == "electra":
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.act = ACTIVATIONS["gelu"]
+            self.out_proj = nn.Linear(config.hidden_size, num_labels)
+        else:
+            self.pooler = Pooler(config)
+            self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) → (B, num_labels)."""
+        if self.kind == "electra":
+            x = self.dropout(hidden[:, 0])
+            x = self.dropout(self.act(self.dense(x)))
+            return self.out_proj(x)
+        return self.classifier(self.dropout(self.pooler(hidden)))
+
+
+class TokenClassificationHead(nn.Module):
+    """Per-token tags: dropout, classifier (as every HF *ForTokenClassification)."""
+
+    def __init__(self, config: EncoderConfig, num_labels: int, dropout: float | None = None):
+        super().__init__()
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) → (B, T, num_labels)."""
+        return self.classifier(self.dropout(hidden))
+
+
+class QuestionAnsweringHead(nn.Module):
+    """Extractive QA: start and end logits per token (HF ``qa_outputs``)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, H) → start (B, T), end (B, T)."""
+        start, end = self.qa_outputs(hidden).unbind(-1)
+        return start, end

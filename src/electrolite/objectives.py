@@ -226,6 +226,9 @@ class ObjectiveOutput:
     rtd_original_accuracy: torch.Tensor | None = None
     replaced_fraction: torch.Tensor | None = None
     """Share of real tokens that differ from the original after sampling."""
+    rtd_auc: torch.Tensor | None = None
+    """Probability that a replaced token scores above an original one (0.5 = chance); sensitive
+    long before thresholded accuracy leaves the all-original baseline."""
     sop_loss: torch.Tensor | None = None
     sop_accuracy: torch.Tensor | None = None
     mlm_logits: torch.Tensor | None = None
@@ -238,7 +241,7 @@ class ObjectiveOutput:
         """Scalar parts as floats, for logging."""
         out = {}
         for name in ("loss", "mlm_loss", "mlm_accuracy", "rtd_loss", "rtd_accuracy", "rtd_replaced_accuracy",
-                     "rtd_original_accuracy", "replaced_fraction", "sop_loss", "sop_accuracy"):
+                     "rtd_original_accuracy", "replaced_fraction", "rtd_auc", "sop_loss", "sop_accuracy"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = float(v.detach())
@@ -291,6 +294,18 @@ class MaskedLM(nn.Module):
             out.loss = loss + self.objective.sop_weight * out.sop_loss
             out.sop_loss = out.sop_loss.detach()
         return out
+
+
+def rank_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ROC AUC of `scores` for boolean `labels` (Mann-Whitney U from ranks); 0.5 if a class is empty."""
+    n_pos = labels.sum()
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return torch.tensor(0.5)
+    ranks = torch.empty_like(scores, dtype=torch.float64)
+    ranks[scores.argsort()] = torch.arange(1, scores.numel() + 1, dtype=torch.float64, device=scores.device)
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
+    return (u / (n_pos * n_neg)).float()
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -350,6 +365,7 @@ class Electra(nn.Module):
                 rtd_replaced_accuracy=correct[replaced].float().mean() if n_rep > 0 else torch.tensor(0.0),
                 rtd_original_accuracy=correct[kept].float().mean(),
                 replaced_fraction=n_rep.float() / real.sum().clamp(min=1),
+                rtd_auc=rank_auc(logits[real], labels[real]),
                 mlm_logits=gen_logits, corrupted_ids=corrupted, rtd_labels=labels, rtd_logits=logits.detach())
         if self.objective.sop:
             sop_loss, out.sop_accuracy = _sentence_order(disc_hidden, self.sop_head, inputs["sop_labels"])
