@@ -1,0 +1,419 @@
+"""Sequence classification and regression: GLUE tsv readers, a generic CSV/TSV/JSONL reader, encoding.
+
+GLUE files are read in their original layout (what GLUE's download script writes): a header
+row naming the columns (CoLA has none), tab-separated fields, no quoting, UTF-8 with an optional
+BOM (MRPC has one). Every row must have as many fields as the header. Columns are found by
+their header names, so the extra columns of MNLI's dev files (label1..label5) do not matter.
+
+This module also holds what the three task families share: ``Features`` (encoded sequences
+kept unpadded, with their lengths, and padded per batch) and ``read_text``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from electrolite.errors import UserError
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by the task families
+
+
+def read_text(path: str) -> str:
+    """The whole file as text: UTF-8, a leading BOM dropped, ``\\r\\n`` made ``\\n``.
+
+    Raises:
+        UserError: the file is missing, unreadable or not UTF-8 (naming the line).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line}: not UTF-8 text") from None
+    return text.replace("\r\n", "\n")
+
+
+def file_lines(path: str) -> list[str]:
+    """The lines of a text file (split on ``\\n`` only), trailing blank lines dropped."""
+    lines = read_text(path).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def prepared_tokenizer(tokenizer: Tokenizer, max_length: int | None, strategy: str = "longest_first") -> Tokenizer:
+    """A copy of ``tokenizer`` with no padding and the given truncation (the caller's stays as it is).
+
+    Tokenizers saved by other tools (sentence-transformers, for one) often carry their own
+    truncation and padding settings; encoding must never inherit them. A tokenizer that already
+    has the wanted settings is returned as it is (copying costs ~30 ms for a 30k vocabulary), so
+    a caller encoding many small batches can prepare it once.
+    """
+    if max_length is not None and max_length < 8:
+        raise UserError(f"max_length must be at least 8, got {max_length}")
+    wanted = None if max_length is None else {"max_length": max_length, "stride": 0, "strategy": strategy,
+                                              "direction": "right"}
+    if tokenizer.padding is None and tokenizer.truncation == wanted:
+        return tokenizer
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_padding()
+    if max_length is None:
+        tok.no_truncation()
+    else:
+        tok.enable_truncation(max_length, strategy=strategy)
+    return tok
+
+
+@dataclass
+class Features:
+    """Encoded sequences, unpadded: the trainer batches by length and pads per batch.
+
+    Attributes:
+        input_ids: N arrays (T_i,) of token ids, specials included.
+        token_type_ids: N arrays (T_i,) of segment ids.
+        labels: (N,) int64 class ids or float32 targets, or N arrays (T_i,) of per-token label
+            ids with ``IGNORE_INDEX`` where no loss applies; None for unlabelled input.
+        lengths: (N,) the real length T_i of each sequence.
+    """
+
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray]
+    labels: np.ndarray | list[np.ndarray] | None = None
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def _per_sequence_fields(self) -> dict[str, np.ndarray]:
+        """(N,) arrays that go into every batch (labels of sequence tasks, QA positions)."""
+        return {"labels": self.labels} if isinstance(self.labels, np.ndarray) else {}
+
+    def batch(self, indices: Sequence[int] | np.ndarray, pad_token_id: int = 0) -> dict[str, np.ndarray]:
+        """Pads the chosen sequences to the longest of them.
+
+        Args:
+            indices: which sequences.
+            pad_token_id: the tokenizer's padding id.
+
+        Returns:
+            ``input_ids``, ``token_type_ids``, ``attention_mask`` (B, T) int64, and ``labels``
+            (B,) or (B, T) (padded with ``IGNORE_INDEX``) when labelled, plus any per-sequence
+            fields of the family (QA: ``start_positions``, ``end_positions``).
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        width = int(self.lengths[indices].max()) if len(indices) else 0
+        out = {"input_ids": np.full((len(indices), width), pad_token_id, dtype=np.int64),
+               "token_type_ids": np.zeros((len(indices), width), dtype=np.int64),
+               "attention_mask": np.zeros((len(indices), width), dtype=np.int64)}
+        token_labels = isinstance(self.labels, list)
+        if token_labels:
+            out["labels"] = np.full((len(indices), width), IGNORE_INDEX, dtype=np.int64)
+        for row, i in enumerate(indices):
+            n = self.lengths[i]
+            out["input_ids"][row, :n] = self.input_ids[i]
+            out["token_type_ids"][row, :n] = self.token_type_ids[i]
+            out["attention_mask"][row, :n] = 1
+            if token_labels:
+                out["labels"][row, :n] = self.labels[i]
+        for name, values in self._per_sequence_fields().items():
+            out[name] = values[indices]
+        return out
+
+
+def discover_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    """The distinct labels, sorted: numerically when all are numbers ("2" before "10"), else as text."""
+    distinct = set(labels)
+
+    def number(s: str) -> float | None:
+        try:
+            value = float(s)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    if distinct and all(number(s) is not None for s in distinct):
+        return tuple(sorted(distinct, key=lambda s: (number(s), s)))
+    return tuple(sorted(distinct))
+
+
+# --------------------------------------------------------------------------------------------
+# Examples and readers
+
+
+@dataclass
+class Example:
+    """One sentence or sentence pair.
+
+    Attributes:
+        text_a: the first (or only) text.
+        text_b: the second text of a pair, else None.
+        label: the label name (classification), the target (regression), or None (unlabelled).
+        line: the line (or record) of the file it came from, 1-based.
+        source: the file it came from.
+    """
+
+    text_a: str
+    text_b: str | None = None
+    label: str | float | None = None
+    line: int = 0
+    source: str = ""
+
+    @property
+    def guid(self) -> str:
+        return f"{os.path.basename(self.source)}:{self.line}"
+
+
+def _parse_float(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UserError(f"{where}: label {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"{where}: label {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UserError(f"{where}: label {value!r} is not a finite number")
+    return number
+
+
+def check_labels(examples: Iterable[Example], labels: Sequence[str], seen_in: str = "") -> None:
+    """Raises UserError at the first example whose label is not in ``labels``.
+
+    Args:
+        examples: labelled examples.
+        labels: the allowed label names.
+        seen_in: where the labels came from, for the message (e.g. "the training data").
+    """
+    allowed = set(labels)
+    for ex in examples:
+        if ex.label not in allowed:
+            origin = f"does not occur in {seen_in}" if seen_in else "is not a label of this task"
+            raise UserError(f"{ex.source} line {ex.line}: label {ex.label!r} {origin} "
+                            f"(labels: {', '.join(labels)})")
+
+
+def _tsv_rows(path: str, header: bool) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """(header fields or None, [(line number, fields)]); every row as wide as the first line."""
+    lines = file_lines(path)
+    if not lines or (header and len(lines) == 1):
+        raise UserError(f"{path}: empty file (no examples)" if not lines else f"{path}: no examples after the header")
+    names = lines[0].split("\t") if header else None
+    width = len(names) if names else len(lines[0].split("\t"))
+    rows = []
+    for number, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
+        fields = line.split("\t")
+        if len(fields) != width:
+            raise UserError(f"{path} line {number}: expected {width} columns, got {len(fields)}")
+        rows.append((number, fields))
+    return names, rows
+
+
+def _column(names: list[str], name: str, path: str) -> int:
+    stripped = [n.strip() for n in names]
+    if name not in stripped:
+        raise UserError(f"{path}: no column {name!r} (columns: {', '.join(stripped)})")
+    return stripped.index(name)
+
+
+@dataclass(frozen=True)
+class GlueLayout:
+    """Where a GLUE task's texts and label are in its tsv files."""
+
+    folder: str
+    """The task's folder in the GLUE download (``--data`` may name it or its parent)."""
+    text: tuple[str, ...]
+    """Header names of the text columns (CoLA: column indices, it has no header)."""
+    label: str
+    """Header name (or index) of the label column."""
+    evals: tuple[tuple[str, str], ...] = (("dev", "dev.tsv"),)
+    """(split name, file name) of the evaluation files; the first selects the best checkpoint."""
+    header: bool = True
+
+
+def read_glue_tsv(path: str, layout: GlueLayout, labels: Sequence[str] | None) -> list[Example]:
+    """Reads one GLUE train/dev tsv file.
+
+    Args:
+        path: the file.
+        layout: where the columns are.
+        labels: the task's label names, or None for regression (STS-B).
+
+    Raises:
+        UserError: a missing or empty file, ragged rows, a missing column, a label not of the task.
+    """
+    names, rows = _tsv_rows(path, layout.header)
+    if names is None:
+        text_idx = [int(c) for c in layout.text]
+        label_idx = int(layout.label)
+        width = len(rows[0][1])
+        if max(text_idx + [label_idx]) >= width:
+            raise UserError(f"{path} line 1: expected at least {max(text_idx + [label_idx]) + 1} columns, got {width}")
+    else:
+        text_idx = [_column(names, c, path) for c in layout.text]
+        label_idx = _column(names, layout.label, path)
+    examples = []
+    for number, fields in rows:
+        where = f"{path} line {number}"
+        raw = fields[label_idx].strip()
+        label = _parse_float(raw, where) if labels is None else raw
+        texts = [fields[i] for i in text_idx]
+        examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label, number, path))
+    if labels is not None:
+        check_labels(examples, labels)
+    return examples
+
+
+def _table_records(path: str) -> tuple[list[str] | None, list[tuple[int, object]]]:
+    """(column names or None for JSONL, [(line, record)]) of a .csv, .tsv or .jsonl file."""
+    lower = path.lower()
+    if lower.endswith(".tsv"):
+        return _tsv_rows(path, header=True)
+    if lower.endswith((".jsonl", ".json")):
+        records = []
+        for number, line in enumerate(file_lines(path), start=1):
+            if not line.strip():
+                raise UserError(f"{path} line {number}: blank line")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+            records.append((number, record))
+        if not records:
+            raise UserError(f"{path}: empty file (no examples)")
+        return None, records
+    if lower.endswith(".csv"):
+        reader = csv.reader(io.StringIO(read_text(path).rstrip("\n")))
+        rows, names, start = [], None, 1
+        try:
+            for fields in reader:
+                if not fields:
+                    raise UserError(f"{path} line {start}: blank line")
+                if names is None:
+                    names = fields
+                elif len(fields) != len(names):
+                    raise UserError(f"{path} line {start}: expected {len(names)} columns, got {len(fields)}")
+                else:
+                    rows.append((start, fields))
+                start = reader.line_num + 1
+        except csv.Error as e:
+            raise UserError(f"{path} line {reader.line_num}: {e}") from None
+        if names is None:
+            raise UserError(f"{path}: empty file (no examples)")
+        if not rows:
+            raise UserError(f"{path}: no examples after the header")
+        return names, rows
+    raise UserError(f"{path}: unknown file type (expected .csv, .tsv or .jsonl)")
+
+
+def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
+               regression: bool = False) -> list[Example]:
+    """Reads a CSV (with header), TSV (with header, no quoting) or JSONL file of examples.
+
+    Args:
+        path: the file; its type is taken from its extension.
+        text_columns: one or two column (JSONL: field) names holding the texts.
+        label_column: the label's column, or None for unlabelled input.
+        regression: the label is a number (else it is kept as a string, JSONL numbers included).
+
+    Raises:
+        UserError: a missing or empty file, a missing column, ragged rows, a non-text field,
+            a non-numeric label for regression; naming the file and line.
+    """
+    if not 1 <= len(text_columns) <= 2:
+        raise UserError(f"text columns: expected one or two names, got {len(text_columns)}")
+    names, records = _table_records(path)
+    wanted = [*text_columns, *([label_column] if label_column else [])]
+    if names is not None:
+        idx = {name: _column(names, name, path) for name in wanted}
+    examples = []
+    for number, record in records:
+        where = f"{path} line {number}"
+        if names is None:
+            for name in wanted:
+                if name not in record:
+                    raise UserError(f"{where}: no field {name!r}")
+            values = {name: record[name] for name in wanted}
+        else:
+            values = {name: record[idx[name]] for name in wanted}
+        texts = []
+        for name in text_columns:
+            if not isinstance(values[name], str):
+                raise UserError(f"{where}: field {name!r} is not a string ({json.dumps(values[name])})")
+            texts.append(values[name])
+        label = None
+        if label_column:
+            raw = values[label_column]
+            if regression:
+                label = _parse_float(raw, where)
+            elif raw is None or isinstance(raw, (dict, list)):
+                raise UserError(f"{where}: label {json.dumps(raw)} is not a string or number")
+            else:
+                label = (str(raw).lower() if isinstance(raw, bool) else str(raw)).strip()
+                if not label:
+                    raise UserError(f"{where}: empty label")
+        examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label, number, path))
+    return examples
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_classification(examples: Sequence[Example], tokenizer: Tokenizer, max_length: int = 128,
+                          label_map: Mapping[str, int] | None = None) -> Features:
+    """Tokenizes single sentences or pairs, ``[CLS] A [SEP] (B [SEP])``, pairs truncated longest-first.
+
+    Args:
+        examples: the examples (all with labels, or none).
+        tokenizer: the model's tokenizer (not modified).
+        max_length: the longest sequence, specials included.
+        label_map: label name → class id; None for regression (float labels).
+
+    Returns:
+        ``Features`` with (N,) int64 ``labels`` (float32 for regression), or None when unlabelled.
+
+    Raises:
+        UserError: a label missing from ``label_map``, naming its file and line.
+    """
+    tok = prepared_tokenizer(tokenizer, max_length)
+    singles = [i for i, ex in enumerate(examples) if ex.text_b is None]
+    pairs = [i for i, ex in enumerate(examples) if ex.text_b is not None]
+    encodings: list = [None] * len(examples)
+    for i, enc in zip(singles, tok.encode_batch([examples[i].text_a for i in singles])):
+        encodings[i] = enc
+    for i, enc in zip(pairs, tok.encode_batch([(examples[i].text_a, examples[i].text_b) for i in pairs])):
+        encodings[i] = enc
+    input_ids = [np.array(e.ids, dtype=np.int64) for e in encodings]
+    type_ids = [np.array(e.type_ids, dtype=np.int64) for e in encodings]
+    labels = None
+    if examples and all(ex.label is not None for ex in examples):
+        if label_map is None:
+            labels = np.array([float(ex.label) for ex in examples], dtype=np.float32)
+        else:
+            for ex in examples:
+                if ex.label not in label_map:
+                    raise UserError(f"{ex.source} line {ex.line}: label {ex.label!r} is not one of the model's "
+                                    f"labels ({', '.join(label_map)})")
+            labels = np.array([label_map[ex.label] for ex in examples], dtype=np.int64)
+    return Features(input_ids, type_ids, labels)

@@ -1,0 +1,280 @@
+"""Token classification (NER): CoNLL column files, sub-word label alignment, entity decoding.
+
+Column files (CoNLL-2003 and the generic ``token-classification`` task): one token per line,
+the token first and its tag last (columns separated by tabs when the line has one, else by
+spaces), a blank line between sentences, ``-DOCSTART-`` lines skipped. JSON lines with
+``tokens`` and ``tags`` (or ``ner_tags``) lists are read too. Tags are BIO/IOB2 (IOB1 and
+IOBES read as well; entities are decoded as seqeval does).
+
+Each word is labelled on its first sub-word; the other sub-words and the specials get
+``IGNORE_INDEX``. Words past ``max_length`` are cut off and predicted as ``O``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from electrolite.errors import UserError
+from electrolite.metrics import get_entities
+from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
+
+_TAG = re.compile(r"O|[BIES]-\S.*")
+_PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}
+
+
+@dataclass
+class Sentence:
+    """One sentence of pre-split words.
+
+    Attributes:
+        words: the tokens (words) of the sentence.
+        tags: one tag per word, or None when unlabelled.
+        line: the file line (JSONL: record) where the sentence starts, 1-based.
+        source: the file it came from.
+    """
+
+    words: list[str]
+    tags: list[str] | None = None
+    line: int = 0
+    source: str = ""
+
+
+def _check_tag(tag: str, where: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise UserError(f"{where}: tag {tag!r} is not O or B-/I-TYPE")
+    return tag
+
+
+def _read_jsonl(path: str) -> list[Sentence]:
+    sentences = []
+    for number, line in enumerate(file_lines(path), start=1):
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("tokens"), list):
+            raise UserError(f"{where}: expected an object with a 'tokens' list")
+        tags = record.get("tags", record.get("ner_tags"))
+        if not isinstance(tags, list):
+            raise UserError(f"{where}: expected a 'tags' (or 'ner_tags') list")
+        words = record["tokens"]
+        if not all(isinstance(w, str) and w.strip() for w in words) or not words:
+            raise UserError(f"{where}: 'tokens' must be a non-empty list of non-empty strings")
+        if len(words) != len(tags):
+            raise UserError(f"{where}: {len(words)} tokens but {len(tags)} tags")
+        tags = [_check_tag(t, where) if isinstance(t, str) else _check_tag(json.dumps(t), where) for t in tags]
+        sentences.append(Sentence(words, tags, number, path))
+    return sentences
+
+
+def read_conll(path: str) -> list[Sentence]:
+    """Reads a CoNLL-style column file (or JSON lines of tokens and tags).
+
+    Args:
+        path: the file (``.jsonl`` / ``.json``: JSON lines; anything else: columns).
+
+    Raises:
+        UserError: a missing, unreadable or empty file, a sentence line with one column, a bad
+            tag, tokens and tags differing in number; naming the file and line.
+    """
+    if path.lower().endswith((".jsonl", ".json")):
+        sentences = _read_jsonl(path)
+    else:
+        sentences, words, tags, first = [], [], [], 0
+
+        def flush() -> None:
+            if words:
+                sentences.append(Sentence(list(words), list(tags), first, path))
+                words.clear()
+                tags.clear()
+
+        for number, line in enumerate(file_lines(path), start=1):
+            line = line.strip()
+            if not line:
+                flush()
+                continue
+            fields = [f.strip() for f in line.split("\t")] if "\t" in line else line.split()
+            if fields[0] == "-DOCSTART-":
+                flush()
+                continue
+            if len(fields) < 2:
+                raise UserError(f"{path} line {number}: expected a token and a tag, got 1 column")
+            if not words:
+                first = number
+            words.append(fields[0])
+            tags.append(_check_tag(fields[-1], f"{path} line {number}"))
+        flush()
+    if not sentences:
+        raise UserError(f"{path}: empty file (no sentences)")
+    return sentences
+
+
+def tag_set(sentences: Iterable[Sentence]) -> tuple[str, ...]:
+    """The tags used, ``O`` first, then by entity type and B, I, E, S."""
+    tags = {t for s in sentences for t in s.tags or ()}
+    rest = sorted(tags - {"O"}, key=lambda t: (t[2:], _PREFIX_ORDER[t[0]]))
+    return ("O", *rest)
+
+
+def check_tags(sentences: Iterable[Sentence], labels: Sequence[str], seen_in: str = "") -> None:
+    """Raises UserError, naming file and line, at the first tag not in ``labels``."""
+    allowed = set(labels)
+    for s in sentences:
+        for i, tag in enumerate(s.tags or ()):
+            if tag not in allowed:
+                line = s.line + i if not s.source.lower().endswith((".jsonl", ".json")) else s.line
+                origin = f"does not occur in {seen_in}" if seen_in else "is not a tag of this task"
+                raise UserError(f"{s.source} line {line}: tag {tag!r} {origin} (tags: {', '.join(labels)})")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding and sub-word alignment
+
+
+@dataclass
+class TaggingFeatures(Features):
+    """``Features`` of sentences, with the word behind each token.
+
+    Attributes:
+        word_ids: N arrays (T_i,): the word index of each token, -1 for specials.
+        num_words: (N,) the number of words of each sentence (kept or cut off).
+    """
+
+    word_ids: list[np.ndarray] | None = None
+    num_words: np.ndarray | None = None
+
+    def first_subwords(self, i: int) -> np.ndarray:
+        """Token positions of sequence ``i`` that start a word (those that carry the word's label)."""
+        w = self.word_ids[i]
+        starts = (w >= 0) & np.concatenate([[True], w[1:] != w[:-1]])
+        return np.flatnonzero(starts)
+
+
+def encode_tagging(sentences: Sequence[Sentence], tokenizer: Tokenizer, max_length: int = 128,
+                   label_map: Mapping[str, int] | None = None) -> TaggingFeatures:
+    """Tokenizes pre-split words; labels each word's first sub-word, ``IGNORE_INDEX`` elsewhere.
+
+    Args:
+        sentences: the sentences (with tags, or all without).
+        tokenizer: the model's tokenizer (not modified).
+        max_length: the longest sequence, specials included; later words are cut off.
+        label_map: tag → id; needed when the sentences are tagged.
+
+    Returns:
+        ``TaggingFeatures``; ``labels`` is a list of (T_i,) int64 arrays, or None when untagged.
+
+    Raises:
+        UserError: a tag missing from ``label_map``, naming its file and line.
+    """
+    tok = prepared_tokenizer(tokenizer, max_length)
+    encodings = tok.encode_batch([s.words for s in sentences], is_pretokenized=True)
+    tagged = bool(sentences) and all(s.tags is not None for s in sentences)
+    if tagged:
+        if label_map is None:
+            raise ValueError("tagged sentences need a label_map")
+        check_tags(sentences, list(label_map), "the model's tags")
+    input_ids, type_ids, word_ids, labels = [], [], [], []
+    for s, enc in zip(sentences, encodings):
+        input_ids.append(np.array(enc.ids, dtype=np.int64))
+        type_ids.append(np.array(enc.type_ids, dtype=np.int64))
+        w = np.array([-1 if i is None else i for i in enc.word_ids], dtype=np.int64)
+        word_ids.append(w)
+        if tagged:
+            y = np.full(len(w), IGNORE_INDEX, dtype=np.int64)
+            starts = (w >= 0) & np.concatenate([[True], w[1:] != w[:-1]])
+            y[starts] = [label_map[s.tags[j]] for j in w[starts]]
+            labels.append(y)
+    num_words = np.array([len(s.words) for s in sentences], dtype=np.int64)
+    return TaggingFeatures(input_ids, type_ids, labels if tagged else None, word_ids=word_ids, num_words=num_words)
+
+
+def word_tags(features: TaggingFeatures, predictions: Sequence[Sequence[int]] | np.ndarray,
+              labels: Sequence[str], fill: str = "O") -> list[list[str]]:
+    """Per-token predicted ids → one tag per word (read at each word's first sub-word).
+
+    Args:
+        features: what was encoded.
+        predictions: for each sequence, the predicted tag id per token ((N, T) padded or ragged).
+        labels: tag names by id.
+        fill: the tag of words with no sub-word inside ``max_length``.
+
+    Returns:
+        One list of ``num_words[i]`` tags per sentence.
+    """
+    out = []
+    for i in range(len(features)):
+        tags = [fill] * int(features.num_words[i])
+        starts = features.first_subwords(i)
+        pred = np.asarray(predictions[i])
+        for pos, word in zip(starts, features.word_ids[i][starts]):
+            tags[word] = labels[int(pred[pos])]
+        out.append(tags)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Entities of raw text
+
+_LEADING = frozenset("([{\"'«“‘")
+_TRAILING = frozenset(")]}\"'»”’.,;:!?")
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Splits raw text into CoNLL-like words with their character offsets.
+
+    Whitespace separates words; leading brackets and quotes and trailing punctuation are words
+    of their own (a final "." stays when the word has another one: "U.S."), and so is a final
+    "'s" ("Germany 's"), as in the CoNLL-2003 tokenization.
+
+    Returns:
+        ``[(word, start, end)]``, ``text[start:end] == word``.
+    """
+    words = []
+    for m in re.finditer(r"\S+", text):
+        s, e = m.span()
+        lead, trail = [], []
+        while e - s > 1 and text[s] in _LEADING:
+            lead.append((s, s + 1))
+            s += 1
+        while e - s > 1 and text[e - 1] in _TRAILING:
+            if text[e - 1] == "." and "." in text[s:e - 1]:
+                break
+            trail.append((e - 1, e))
+            e -= 1
+        if e - s > 2 and text[e - 2:e].lower() in ("'s", "’s"):
+            trail.append((e - 2, e))
+            e -= 2
+        words.extend((text[a:b], a, b) for a, b in [*lead, (s, e), *reversed(trail)])
+    return words
+
+
+def char_entities(text: str, words: Sequence[tuple[str, int, int]], tags: Sequence[str],
+                  scores: Sequence[float] | None = None) -> list[dict]:
+    """Entities of word-level tags as character spans of the original text.
+
+    Args:
+        text: the raw text.
+        words: ``split_words(text)`` (or any words with offsets into ``text``).
+        tags: one predicted tag per word.
+        scores: optional per-word confidences; an entity gets the mean of its words'.
+
+    Returns:
+        ``[{"type", "start", "end", "text"(, "score")}]`` with ``text == text[start:end]``.
+    """
+    if len(words) != len(tags):
+        raise ValueError(f"{len(words)} words but {len(tags)} tags")
+    out = []
+    for type_, first, last in get_entities(list(tags)):
+        start, end = words[first][1], words[last][2]
+        entity = {"type": type_, "start": start, "end": end, "text": text[start:end]}
+        if scores is not None:
+            entity["score"] = float(np.mean(scores[first:last + 1]))
+        out.append(entity)
+    return out
