@@ -1,4 +1,4 @@
-"""The `electrolite` command: tokenizer, prepare, pretrain, flops, demo.
+"""The `electrolite` command: tokenizer, prepare, pretrain, flops, finetune, evaluate, predict, detect, fill-mask, demo.
 
 A user's mistake prints one line, ``electrolite: error: ...``, and exits with status 2; a bug
 of ours may traceback.
@@ -115,6 +115,102 @@ def cmd_flops(args: argparse.Namespace) -> None:
               f"({flops.format_flops(report.model_flops_per_step)} per step)")
 
 
+FINETUNE_SHORTCUTS = {
+    "model": ("model", str), "task": ("task", str), "data": ("data", str), "out": ("out", str),
+    "train": ("train_file", str), "dev": ("dev_file", str), "text-columns": ("text_columns", str),
+    "label-column": ("label_column", str), "epochs": ("epochs", int), "seed": ("seed", int),
+    "seeds": ("seeds", int), "batch-size": ("batch_size", int), "lr": ("learning_rate", float),
+    "max-length": ("max_length", int), "precision": ("precision", str),
+    "max-train-examples": ("max_train_examples", int),
+}
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from electrolite.config import FinetuneConfig
+    from electrolite.finetune import run
+    values: dict[str, Any] = {key: getattr(args, flag.replace("-", "_")) for flag, (key, _) in FINETUNE_SHORTCUTS.items()
+                              if getattr(args, flag.replace("-", "_")) is not None}
+    if args.regression:
+        values["regression"] = True
+    if args.no_progress:
+        values["progress"] = False
+    summary = run(cfgmod.build(FinetuneConfig, values))
+    if "median" in summary:
+        spread = summary["spread"][summary["main_metric"]]
+        print(f"{summary['task']}: {summary['main_metric']} median {summary['median']:.4f} over seeds "
+              f"{summary['seeds']} (min {spread['min']:.4f}, max {spread['max']:.4f}); in {args.out}")
+    else:
+        print(f"{summary['task']}: {summary['main_metric']} {summary['main']:.4f} (best epoch "
+              f"{summary['best_epoch']}/{summary['epochs']}); in {args.out}")
+    if summary.get("note"):
+        print(f"note: {summary['note']}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from electrolite.checkpoint import write_json
+    from electrolite.inference import evaluate
+    from pathlib import Path
+    result = evaluate(args.model, args.data, args.dev, args.task)
+    for split, metrics in result["results"].items():
+        print(f"{result['task']} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if result["note"]:
+        print(f"note: {result['note']}")
+    out = Path(args.out) if args.out else Path(args.model) / "evaluate.json"
+    write_json(result, out)
+    print(f"wrote {out}")
+
+
+def _open_lines(path: str):
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from electrolite.inference import predict, read_inputs
+    from electrolite.tasks.model import load_task_model
+    from pathlib import Path
+    _, record = load_task_model(Path(args.model))
+    fields = tuple(record["text_fields"])
+    if args.texts:
+        lines, source = args.texts, "argument"
+    elif args.input and args.input != "-":
+        lines, source = _open_lines(args.input), args.input
+    else:
+        lines, source = sys.stdin, "stdin"
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    from tqdm.auto import tqdm
+    try:
+        records = read_inputs(lines, fields, source)
+        for row in tqdm(predict(args.model, records), disable=not args.output, desc="predict", unit="line"):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            out.close()
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from electrolite.inference import detect
+    result = detect(args.model, " ".join(args.text))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    for t in result["tokens"]:
+        bar = "#" * int(round(t["replaced_probability"] * 20))
+        print(f"{t['token']:>16}  {t['replaced_probability']:.3f}  {bar}")
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    from electrolite.inference import fill_mask
+    result = fill_mask(args.model, " ".join(args.text), args.top_k)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    for n, fills in enumerate(result["fills"], 1):
+        print(f"{result['mask_token']} #{n}: " + ", ".join(f"{f['token']} ({f['probability']:.3f})" for f in fills))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from electrolite.demo import run_demo
     run_demo(args.out, steps=args.steps)
@@ -177,6 +273,56 @@ def build_parser() -> argparse.ArgumentParser:
     for name, tp, default, doc in cfgmod.iter_fields(cfgmod.EncoderConfig, "model."):
         p.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=doc.replace("%", "%%"))
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("finetune", help="fine-tune a pre-trained encoder on a task")
+    p.add_argument("--model", required=True, help="pre-training run, task dir or Hugging Face checkpoint dir")
+    p.add_argument("--task", required=True, help="cola sst2 mrpc stsb qqp mnli qnli rte wnli conll2003 squad1 squad2 "
+                   "text-classification token-classification")
+    p.add_argument("--data", help="the task's data folder (or file)")
+    p.add_argument("--train", help="generic tasks: training file")
+    p.add_argument("--dev", help="generic tasks: evaluation file")
+    p.add_argument("--text-columns", help="text-classification: text column(s), A or A,B")
+    p.add_argument("--label-column", help="text-classification: label column")
+    p.add_argument("--regression", action="store_true", help="text-classification: numeric label")
+    p.add_argument("--out", required=True, help="task directory to create")
+    p.add_argument("--epochs", type=int, help="epochs (default: the task's)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--seeds", type=int, help="fine-tune N times and report median and spread")
+    p.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: by width, as ELECTRA)")
+    p.add_argument("--max-length", type=int, help="longest input in tokens (default: the task's)")
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="score a fine-tuned task dir on evaluation data")
+    p.add_argument("--model", required=True, help="fine-tuned task dir")
+    p.add_argument("--data", help="data folder or evaluation file")
+    p.add_argument("--dev", help="evaluation file")
+    p.add_argument("--task", help="check that the model was fine-tuned for this task")
+    p.add_argument("--out", help="where to write the results (default: MODEL/evaluate.json)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict with a fine-tuned task dir (JSON lines out)")
+    p.add_argument("--model", required=True, help="fine-tuned task dir")
+    p.add_argument("texts", nargs="*", help="texts (or JSON objects with the task's fields)")
+    p.add_argument("--input", help="file of texts or JSON lines (- for stdin)")
+    p.add_argument("--output", help="write JSON lines here instead of stdout")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("detect", help="per-token probability that a token was replaced (ELECTRA discriminator)")
+    p.add_argument("--model", required=True, help="ELECTRA pre-training run")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("fill-mask", help="fill [MASK] tokens with the generator (or MLM head)")
+    p.add_argument("--model", required=True, help="pre-training run")
+    p.add_argument("text", nargs="+")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("demo", help="pre-train a tiny ELECTRA on the Python docs (about 3 minutes)")
     p.add_argument("--out", default="demo-run", help="directory for the corpus, tokenizer and run")

@@ -256,6 +256,81 @@ class PretrainConfig:
             intermediate_size=0, num_hidden_groups=groups)
 
 
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run; this is the `finetune` section of TASKDIR/config.yaml."""
+
+    task: str = ""
+    """Task name: a GLUE task, conll2003, squad1, squad2, text-classification or token-classification."""
+    model: str = ""
+    """Pre-training run, fine-tuned task dir, or (with the hf extra) a Hugging Face checkpoint dir."""
+    data: str = ""
+    """The task's data folder (GLUE tsv folder, CoNLL folder, SQuAD folder)."""
+    train_file: str = ""
+    """Generic tasks: the training file (csv, tsv, jsonl; column file for token-classification)."""
+    dev_file: str = ""
+    """Generic tasks: the evaluation file."""
+    text_columns: str = ""
+    """text-classification: the text column, or two separated by a comma for sentence pairs."""
+    label_column: str = ""
+    """text-classification: the label column."""
+    regression: bool = False
+    """text-classification: the label is a number (mean-squared-error loss, Pearson/Spearman)."""
+    out: str = ""
+    """Task directory to create."""
+    epochs: int = 0
+    """Training epochs; 0 takes the task's default (ELECTRA: 3, 10 for RTE and STS-B, 2 for SQuAD)."""
+    batch_size: int = 32
+    """Examples per step."""
+    learning_rate: float = 0.0
+    """Peak learning rate; 0 derives ELECTRA's by width: 3e-4 up to hidden 256, 1e-4 up to 768, else 5e-5."""
+    layerwise_lr_decay: float = 0.0
+    """Each layer below the head learns this factor slower; 0 derives 0.8 (0.9 from hidden 1024 up)."""
+    warmup_fraction: float = 0.1
+    """Share of the steps spent warming up, then linear decay to 0."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not on biases or LayerNorm)."""
+    adam_epsilon: float = 1e-6
+    """AdamW ε."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables."""
+    max_length: int = 0
+    """Longest input in tokens; 0 takes the task's default (128; QA 384)."""
+    seed: int = 0
+    """Seed of the head's initialisation, dropout and data order."""
+    seeds: int = 1
+    """Fine-tune this many times (seeds seed, seed+1, ...) and report median and spread."""
+    precision: str = "fp32"
+    """fp32 or bf16 (autocast)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    max_train_examples: int = 0
+    """Use only the first N training examples (0: all); for quick runs."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seeds"):
+            if getattr(self, name) < 1:
+                raise UserError(f"finetune {name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs < 0 or self.max_length < 0 or self.max_train_examples < 0:
+            raise UserError("finetune epochs, max_length and max_train_examples must not be negative")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"finetune precision must be fp32 or bf16, got {self.precision!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise UserError(f"finetune warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+    def resolved_learning_rate(self, hidden_size: int) -> float:
+        if self.learning_rate > 0:
+            return self.learning_rate
+        return 3e-4 if hidden_size <= 256 else 1e-4 if hidden_size <= 768 else 5e-5
+
+    def resolved_layer_decay(self, hidden_size: int) -> float:
+        if self.layerwise_lr_decay > 0:
+            return self.layerwise_lr_decay
+        return 0.9 if hidden_size >= 1024 else 0.8
+
+
 # --- named sizes -------------------------------------------------------------------------------
 # Encoder fields of each named size; anything left out is derived (heads = hidden/64, FFN = 4×hidden,
 # embedding = hidden, no sharing). `generator_size` is the objective's default for that size.

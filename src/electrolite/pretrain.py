@@ -11,7 +11,6 @@ tokenizer.json, model.safetensors, metrics.jsonl and checkpoints/.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +26,7 @@ import torch
 from electrolite import checkpoint, config as cfgmod, flops
 from electrolite.config import PretrainConfig
 from electrolite.dataset import EpochSampler, PretrainingCorpus
+from electrolite.distributed import autocast, resolve_device, to_device
 from electrolite.errors import UserError
 from electrolite.objectives import Masker, build_objective, make_inputs
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
@@ -36,25 +36,6 @@ from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fing
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
                      "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device"}
 EVAL_SEED = 12345
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast context (AMX on CPU, tensor cores on GPU), or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def to_device(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
 
 
 class Setup:

@@ -1,0 +1,252 @@
+"""Fine-tuning recipe: setup → loop (epochs) → evaluate → keep the best → cleanup.
+
+Launch::
+
+    electrolite finetune --model RUN --task sst2 --data ../shared/data/glue/SST-2 --out TASKDIR
+
+ELECTRA's defaults: layer-wise LR decay 0.8, 10% warm-up then linear decay, AdamW ε 1e-6,
+weight decay 0.01, batch 32, max length 128 (QA 384 / stride 128), 3 epochs (10 for RTE and
+STS-B, 2 for SQuAD). Batches are bucketed by length, so little compute goes to padding.
+A task dir holds config.yaml, tokenizer.json, model.safetensors (the best epoch),
+metrics.jsonl, eval_results.json and predictions-<split>.jsonl. ``--seeds N`` fine-tunes N
+times into TASKDIR/seed-<s>/ and writes the median and spread to TASKDIR/results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from electrolite import checkpoint, config as cfgmod
+from electrolite.config import FinetuneConfig
+from electrolite.distributed import autocast, resolve_device
+from electrolite.errors import UserError
+from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
+from electrolite.tasks import Task, TaskData, get_task
+from electrolite.tasks.model import TaskModel, layer_depths, load_encoder, new_task_model
+from electrolite.tasks.qa import decode_qa
+from electrolite.tasks.tagging import word_tags
+
+
+def resolve_task(cfg: FinetuneConfig) -> Task:
+    task = get_task(cfg.task)
+    if task.name == "text-classification":
+        cols = [c.strip() for c in cfg.text_columns.split(",") if c.strip()] or None
+        task = task.with_options(cols, cfg.label_column or None, cfg.regression)
+    elif cfg.text_columns or cfg.label_column or cfg.regression:
+        task.with_options(cfg.text_columns.split(","), cfg.label_column or None, cfg.regression or None)
+    if cfg.max_length:
+        task = dataclasses.replace(task, max_length=cfg.max_length)
+    return task
+
+
+def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk: int = 64) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within chunks of `chunk` batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    span = batch_size * chunk
+    for start in range(0, len(order), span):
+        part = order[start:start + span]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict_features(model: TaskModel, features, pad_id: int, batch_size: int, device: torch.device,
+                     precision: str = "fp32", progress: bool = False) -> dict[str, list[np.ndarray]]:
+    """Run the model over all features, longest first in length-sorted batches; outputs in input order.
+
+    Returns ``logits`` (classification/regression/tagging: one array per example, padding cut)
+    or ``start_logits`` / ``end_logits`` (qa).
+    """
+    model.eval()
+    order = np.argsort(-features.lengths, kind="stable")
+    keys = ("start_logits", "end_logits") if model.family == "qa" else ("logits",)
+    out: dict[str, list] = {k: [None] * len(features) for k in keys}
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="predict", leave=False):
+        idx = order[start:start + batch_size]
+        batch = features.batch(idx, pad_id)
+        inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        with autocast(device, precision):
+            result = model(to_tensors(inputs, device))
+        for k in keys:
+            values = result[k].float().cpu().numpy()
+            for row, i in enumerate(idx):
+                n = features.lengths[i]
+                out[k][i] = values[row, :n] if values.ndim > 1 and model.family != "classification" else values[row]
+    return out
+
+
+def score(task: Task, model: TaskModel, examples: list, features, labels, pad_id: int, batch_size: int,
+          device: torch.device, precision: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics and per-example predictions on one evaluation split."""
+    raw = predict_features(model, features, pad_id, batch_size, device, precision)
+    if task.family == "qa":
+        preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
+                          max_answer_length=task.max_answer_length or 30)
+        metrics = task.metrics(examples, preds)
+        rows = [{"id": ex.qid, "answer": p.answer(0.0), "score": round(float(p.score), 4)} for ex, p in zip(examples, preds)]
+        return metrics, rows
+    if task.family == "tagging":
+        pred_ids = [np.argmax(x, -1) for x in raw["logits"]]
+        tags = word_tags(features, pred_ids, labels)
+        metrics = task.metrics([s.tags for s in examples], tags)
+        return metrics, [{"words": s.words, "tags": t} for s, t in zip(examples, tags)]
+    logits = np.stack(raw["logits"])
+    if task.family == "regression":
+        gold = np.array([float(ex.label) for ex in examples])
+        return task.metrics(gold, logits), [{"line": ex.line, "score": round(float(v), 4)} for ex, v in zip(examples, logits)]
+    gold = np.array([labels.index(str(ex.label)) for ex in examples])
+    pred = logits.argmax(-1)
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    rows = [{"line": ex.line, "label": labels[p], "probability": round(float(pr[p]), 4)}
+            for ex, p, pr in zip(examples, pred, probs)]
+    return task.metrics(gold, pred), rows
+
+
+def _write_jsonl(rows: Sequence[dict], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) -> dict[str, Any]:
+    """Fine-tune one seed into `out`; returns the best epoch's results."""
+    # --- setup ---------------------------------------------------------------------------------
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    tok = loaded.tokenizer
+    from electrolite.tokenizer import special_tokens
+    pad_id = special_tokens(tok).pad_token_id
+    labels = list(data.labels) if data.labels else []
+    train = data.train[:cfg.max_train_examples] if cfg.max_train_examples else data.train
+    if not train:
+        raise UserError(f"{cfg.task}: no training examples")
+    train_features = task.encode(train, tok, labels or None, training=True)
+    evals = {split: (examples, task.encode(examples, tok, labels or None)) for split, examples in data.evals.items()}
+    model = new_task_model(loaded, task.family, len(labels), task.max_length).to(device)
+    hidden = loaded.config.hidden_size
+    lr = cfg.resolved_learning_rate(hidden)
+    decay = cfg.resolved_layer_decay(hidden)
+    depths, top = layer_depths(model)
+    groups = param_groups(model, cfg.weight_decay, lr, {n: decay ** (top - d) for n, d in depths.items()})
+    optimizer = adamw(groups, lr, (0.9, 0.999), cfg.adam_epsilon, device)
+    epochs = cfg.epochs or task.epochs
+    per_epoch = math.ceil(len(train_features) / cfg.batch_size)
+    total = epochs * per_epoch
+    warmup = int(cfg.warmup_fraction * total)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"task": task.name, "family": task.family, "labels": labels, "head": loaded.head,
+              "text_fields": list(task.text_fields), "max_length": task.max_length,
+              "doc_stride": task.doc_stride, "max_query_length": task.max_query_length,
+              "max_answer_length": task.max_answer_length, "source": loaded.source, "note": data.note}
+    cfgmod.save_yaml({"finetune": cfgmod.to_dict(dataclasses.replace(cfg, out=str(out), seeds=1)),
+                      "encoder": cfgmod.to_dict(loaded.config), "task_model": record}, out / "config.yaml")
+    tok.save(str(out / "tokenizer.json"))
+    metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
+    main_split = next(iter(evals))
+    best: dict[str, Any] = {}
+    step = 0
+    started = time.perf_counter()
+    # --- loop ----------------------------------------------------------------------------------
+    bar = tqdm(total=total, disable=not cfg.progress, desc=f"{task.name} seed {cfg.seed}", unit="step")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in bucket_batches(train_features.lengths, cfg.batch_size, rng):
+            set_lr(optimizer, lr, linear_schedule(step, warmup, total))
+            with autocast(device, cfg.precision):
+                loss = model(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                metrics_file.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
+                                               "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+        # --- evaluate, keep the best ---------------------------------------------------------------
+        results, predictions = {}, {}
+        for split, (examples, features) in evals.items():
+            results[split], predictions[split] = score(task, model, examples, features, labels, pad_id,
+                                                       cfg.batch_size * 2, device, cfg.precision)
+        metrics_file.write(json.dumps({"step": step, "epoch": epoch, **{
+            f"{s}_{k}": round(v, 6) for s, r in results.items() for k, v in r.items()}}) + "\n")
+        metrics_file.flush()
+        main = results[main_split][task.main_metric]
+        if not best or main > best["main"]:
+            best = {"main": main, "epoch": epoch, "results": results}
+            checkpoint.save_weights(model, out / "model.safetensors")
+            for split, rows in predictions.items():
+                _write_jsonl(rows, out / f"predictions-{split}.jsonl")
+    bar.close()
+    metrics_file.close()
+    summary = {"task": task.name, "seed": cfg.seed, "best_epoch": best["epoch"], "epochs": epochs,
+               "main_metric": f"{main_split}_{task.main_metric}", "main": best["main"],
+               "results": best["results"], "train_examples": len(train), "steps": step,
+               "seconds": round(time.perf_counter() - started, 1), "note": data.note}
+    checkpoint.write_json(summary, out / "eval_results.json")
+    return summary
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and spread of every metric over seeds (the papers report medians)."""
+    table: dict[str, list[float]] = {}
+    for r in runs:
+        for split, metrics in r["results"].items():
+            for k, v in metrics.items():
+                table.setdefault(f"{split}_{k}", []).append(float(v))
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                "std": statistics.pstdev(v) if len(v) > 1 else 0.0, "values": v} for k, v in table.items()}
+
+
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Fine-tune (cfg.seeds times) and return the results."""
+    if not cfg.model or not cfg.out or not cfg.task:
+        raise UserError("finetune needs --model, --task and --out")
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose a new --out (nothing was overwritten)")
+    task = resolve_task(cfg)
+    data = task.load(cfg.data or None, train=cfg.train_file or None, dev=cfg.dev_file or None)
+    loaded = load_encoder(cfg.model)
+    if data.note:
+        print(f"note: {data.note}")
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        if cfg.seeds == 1:
+            summary = run_one(cfg, tmp, task, data, loaded)
+        else:
+            runs = [run_one(dataclasses.replace(cfg, seed=cfg.seed + i), tmp / f"seed-{cfg.seed + i}", task, data, loaded)
+                    for i in range(cfg.seeds)]
+            summary = {"task": task.name, "seeds": [r["seed"] for r in runs], "main_metric": runs[0]["main_metric"],
+                       "median": statistics.median(r["main"] for r in runs), "spread": aggregate(runs),
+                       "note": data.note}
+            checkpoint.write_json(summary, tmp / "results.json")
+        tmp.replace(out) if not out.exists() else (shutil.rmtree(out), tmp.replace(out))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

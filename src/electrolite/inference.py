@@ -1,0 +1,194 @@
+"""Using trained models: evaluate, predict, detect (the discriminator) and fill-mask (the generator).
+
+``predict`` reads plain texts (single-sentence tasks) or JSON lines with the task's named fields
+(sentence pairs: e.g. ``sentence1``/``sentence2``; QA: ``question`` and ``context``) and yields
+one JSON-able dict per input: label and probabilities; entities with character offsets; answer
+span, text and score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from electrolite import config as cfgmod
+from electrolite.config import PretrainConfig
+from electrolite.errors import UserError
+from electrolite.finetune import predict_features, score
+from electrolite.tasks import get_task
+from electrolite.tasks.classification import Example
+from electrolite.tasks.model import load_pretrain_objective, load_task_model
+from electrolite.tasks.qa import QAExample, decode_qa
+from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
+from electrolite.tokenizer import load_tokenizer, special_tokens
+
+PREDICT_BATCH = 64
+
+
+def _task_of(record: dict[str, Any]):
+    task = get_task(record["task"])
+    if record["task"] == "text-classification":
+        task = task.with_options(record["text_fields"], "label", record["family"] == "regression")
+    import dataclasses
+    return dataclasses.replace(task, max_length=record["max_length"])
+
+
+def evaluate(model_dir: str, data: str | None, dev: str | None = None, task_name: str | None = None,
+             device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """Score a fine-tuned task dir on evaluation data (its own task's format)."""
+    root = Path(model_dir)
+    model, record = load_task_model(root)
+    if task_name and task_name != record["task"]:
+        raise UserError(f"{model_dir} was fine-tuned for {record['task']}, not {task_name}")
+    task = _task_of(record)
+    tok = load_tokenizer(str(root / "tokenizer.json"))
+    labels = record["labels"] or None
+    loaded = task.load(data, dev=dev, labels=labels, with_train=False)
+    pad = special_tokens(tok).pad_token_id
+    results = {}
+    for split, examples in loaded.evals.items():
+        features = task.encode(examples, tok, labels)
+        results[split], _ = score(task, model.to(device), examples, features, labels or [], pad,
+                                  PREDICT_BATCH, device, "fp32")
+    out = {"task": task.name, "model": str(root), "data": {k: str(v) for k, v in loaded.files.items()},
+           "results": results, "note": loaded.note}
+    return out
+
+
+def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Iterator[dict[str, str]]:
+    """Turn CLI texts or file lines into records with the task's fields.
+
+    A line that parses as a JSON object is a record; other lines are the first field's text
+    (only for single-text tasks).
+    """
+    for n, line in enumerate(texts, 1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        record = None
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{source} line {n}: invalid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{source} line {n}: expected a JSON object")
+        if record is None:
+            if len(fields) > 1:
+                raise UserError(f"{source} line {n}: this task needs JSON lines with the fields "
+                                f"{', '.join(fields)}")
+            record = {fields[0]: line}
+        missing = [f for f in fields if not isinstance(record.get(f), str)]
+        if missing:
+            raise UserError(f"{source} line {n}: missing text field(s) {', '.join(missing)}")
+        yield record
+
+
+def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.device = torch.device("cpu")
+            ) -> Iterator[dict[str, Any]]:
+    """Predictions for records, streamed in chunks of PREDICT_BATCH × 4."""
+    root = Path(model_dir)
+    model, record = load_task_model(root)
+    model.to(device)
+    task = _task_of(record)
+    tok = load_tokenizer(str(root / "tokenizer.json"))
+    pad = special_tokens(tok).pad_token_id
+    labels = record["labels"]
+    fields = task.text_fields
+    chunk: list[dict[str, str]] = []
+    for rec in records:
+        chunk.append(rec)
+        if len(chunk) == PREDICT_BATCH * 4:
+            yield from _predict_chunk(model, task, tok, pad, labels, fields, chunk, device)
+            chunk = []
+    if chunk:
+        yield from _predict_chunk(model, task, tok, pad, labels, fields, chunk, device)
+
+
+def _predict_chunk(model, task, tok, pad, labels, fields, records, device) -> Iterator[dict[str, Any]]:
+    if task.family == "qa":
+        examples = [QAExample(str(i), r[fields[0]], r[fields[1]], [], False, "") for i, r in enumerate(records)]
+        features = task.encode(examples, tok)
+        raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+        preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
+                          max_answer_length=task.max_answer_length or 30)
+        for p in preds:
+            yield {"answer": p.text, "start": p.start, "end": p.end, "score": round(float(p.score), 4)}
+        return
+    if task.family == "tagging":
+        words = [split_words(r[fields[0]]) for r in records]
+        sentences = [Sentence([w for w, _, _ in ws] or [""], ["O"] * max(1, len(ws)), i, "input")
+                     for i, ws in enumerate(words)]
+        features = task.encode(sentences, tok, labels)
+        raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+        ids = [np.argmax(x, -1) for x in raw["logits"]]
+        tags = word_tags(features, ids, labels)
+        for r, ws, t in zip(records, words, tags):
+            yield {"entities": char_entities(r[fields[0]], ws, t[:len(ws)]) if ws else []}
+        return
+    examples = [Example(r[fields[0]], r[fields[1]] if len(fields) > 1 else None,
+                        labels[0] if labels else 0.0, i, "input") for i, r in enumerate(records)]
+    features = task.encode(examples, tok, labels or None)
+    raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+    for logits in raw["logits"]:
+        if task.family == "regression":
+            yield {"score": round(float(logits), 6)}
+        else:
+            probs = torch.softmax(torch.from_numpy(np.asarray(logits)), -1).numpy()
+            best = int(probs.argmax())
+            yield {"label": labels[best], "probabilities": {lab: round(float(p), 6) for lab, p in zip(labels, probs)}}
+
+
+def _load_run(run_dir: str) -> tuple[PretrainConfig, Any, Any]:
+    root = Path(run_dir)
+    path = root / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not an electrolite pre-training run (no config.yaml)")
+    data = cfgmod.load_yaml(path)
+    if "finetune" in data:
+        raise UserError(f"{run_dir} is a fine-tuned task dir; detect and fill-mask need a pre-training run")
+    cfg = cfgmod.build(PretrainConfig, data)
+    return cfg, load_pretrain_objective(root, cfg), load_tokenizer(str(root / "tokenizer.json"))
+
+
+@torch.no_grad()
+def detect(run_dir: str, text: str) -> dict[str, Any]:
+    """The discriminator's probability, per token, that the token was replaced."""
+    cfg, model, tok = _load_run(run_dir)
+    if cfg.objective.name != "electra":
+        raise UserError(f"{run_dir} was pre-trained with {cfg.objective.name}; detect needs an ELECTRA run")
+    enc = tok.encode(text)
+    ids = torch.tensor([enc.ids[:cfg.model.max_position_embeddings]])
+    hidden = model.discriminator(ids, torch.ones_like(ids), torch.tensor([enc.type_ids[:ids.shape[1]]]))
+    probs = torch.sigmoid(model.discriminator_head(hidden)[0]).tolist()
+    tokens = [{"token": t, "start": s, "end": e, "replaced_probability": round(p, 4)}
+              for t, (s, e), p, special in zip(enc.tokens, enc.offsets, probs, enc.special_tokens_mask) if not special]
+    return {"text": text, "tokens": tokens}
+
+
+@torch.no_grad()
+def fill_mask(run_dir: str, text: str, top_k: int = 5) -> dict[str, Any]:
+    """The generator's (or MLM head's) top-k fillers for each mask token in `text`."""
+    cfg, model, tok = _load_run(run_dir)
+    special = special_tokens(tok)
+    mask_token = tok.id_to_token(special.mask_token_id)
+    enc = tok.encode(text)
+    ids = torch.tensor([enc.ids])
+    where = (ids == special.mask_token_id)
+    if not where.any():
+        raise UserError(f"the text has no {mask_token} token to fill")
+    types = torch.tensor([enc.type_ids])
+    if cfg.objective.name == "electra":
+        hidden, head = model.generator(ids, torch.ones_like(ids), types), model.generator_head
+    else:
+        hidden, head = model.encoder(ids, torch.ones_like(ids), types), model.mlm_head
+    probs = torch.softmax(head(hidden[where]).float(), -1)  # (masks, V)
+    out = []
+    for row in probs:
+        p, i = row.topk(top_k)
+        out.append([{"token": tok.id_to_token(int(t)), "probability": round(float(q), 4)} for q, t in zip(p, i)])
+    return {"text": text, "mask_token": mask_token, "fills": out}
