@@ -132,6 +132,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                               if getattr(args, flag.replace("-", "_")) is not None}
     if args.regression:
         values["regression"] = True
+    if args.from_scratch:
+        values["from_scratch"] = True
     if args.no_progress:
         values["progress"] = False
     summary = run(cfgmod.build(FinetuneConfig, values))
@@ -284,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-columns", help="text-classification: text column(s), A or A,B")
     p.add_argument("--label-column", help="text-classification: label column")
     p.add_argument("--regression", action="store_true", help="text-classification: numeric label")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="same architecture and tokenizer, random weights: the no-pre-training baseline")
     p.add_argument("--out", required=True, help="task directory to create")
     p.add_argument("--epochs", type=int, help="epochs (default: the task's)")
     p.add_argument("--seed", type=int, help="seed (default 0)")

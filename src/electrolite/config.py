@@ -306,6 +306,8 @@ class FinetuneConfig:
     """cpu, cuda, cuda:N or auto."""
     max_train_examples: int = 0
     """Use only the first N training examples (0: all); for quick runs."""
+    from_scratch: bool = False
+    """Keep the model's architecture and tokenizer but start from random weights (the no-pre-training baseline)."""
     progress: bool = True
     """Show a progress bar."""
 

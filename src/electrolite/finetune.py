@@ -33,7 +33,7 @@ from electrolite.distributed import autocast, resolve_device
 from electrolite.errors import UserError
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
 from electrolite.tasks import Task, TaskData, get_task
-from electrolite.tasks.model import TaskModel, layer_depths, load_encoder, new_task_model
+from electrolite.tasks.model import TaskModel, from_scratch, layer_depths, load_encoder, new_task_model
 from electrolite.tasks.qa import decode_qa
 from electrolite.tasks.tagging import word_tags
 
@@ -230,6 +230,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     task = resolve_task(cfg)
     data = task.load(cfg.data or None, train=cfg.train_file or None, dev=cfg.dev_file or None)
     loaded = load_encoder(cfg.model)
+    if cfg.from_scratch:
+        loaded = from_scratch(loaded, cfg.seed)
     if data.note:
         print(f"note: {data.note}")
     tmp = out.with_name(f".{out.name}.tmp")

@@ -189,6 +189,13 @@ def load_task_model(root: Path, data: dict[str, Any] | None = None) -> tuple[Tas
     return model.eval(), record
 
 
+def from_scratch(loaded: LoadedEncoder, seed: int) -> LoadedEncoder:
+    """The same architecture and tokenizer with freshly initialised weights (no pre-training)."""
+    torch.manual_seed(seed)
+    state = {k: v.detach().clone() for k, v in Encoder(loaded.config).state_dict().items()}
+    return dataclasses.replace(loaded, state=state, source="random-init")
+
+
 def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_length: int) -> TaskModel:
     """A task model whose encoder starts from `loaded` (the head is freshly initialised)."""
     config = loaded.config
