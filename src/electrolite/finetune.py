@@ -100,7 +100,9 @@ def score(task: Task, model: TaskModel, examples: list, features, labels, pad_id
         preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
                           max_answer_length=task.max_answer_length or 30)
         metrics = task.metrics(examples, preds)
-        rows = [{"id": ex.qid, "answer": p.answer(0.0), "score": round(float(p.score), 4)} for ex, p in zip(examples, preds)]
+        threshold = 0.0 if task.squad_version == 2 else None  # v1 has no no-answer: the metric reads p.text
+        rows = [{"id": ex.qid, "answer": p.answer(threshold), "score": round(float(p.score), 4)}
+                for ex, p in zip(examples, preds)]
         return metrics, rows
     if task.family == "tagging":
         pred_ids = [np.argmax(x, -1) for x in raw["logits"]]
@@ -155,10 +157,10 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     warmup = int(cfg.warmup_fraction * total)
     out.mkdir(parents=True, exist_ok=True)
     record = {"task": task.name, "family": task.family, "labels": labels, "head": loaded.head,
-              "text_fields": list(task.text_fields), "max_length": task.max_length,
+              "text_fields": list(task.text_fields), "label_column": task.label_column, "max_length": task.max_length,
               "doc_stride": task.doc_stride, "max_query_length": task.max_query_length,
               "max_answer_length": task.max_answer_length, "source": loaded.source, "note": data.note}
-    cfgmod.save_yaml({"finetune": cfgmod.to_dict(dataclasses.replace(cfg, out=str(out), seeds=1)),
+    cfgmod.save_yaml({"finetune": cfgmod.to_dict(dataclasses.replace(cfg, seeds=1)),
                       "encoder": cfgmod.to_dict(loaded.config), "task_model": record}, out / "config.yaml")
     tok.save(str(out / "tokenizer.json"))
     metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
@@ -225,6 +227,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     if not cfg.model or not cfg.out or not cfg.task:
         raise UserError("finetune needs --model, --task and --out")
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory; choose a new --out (nothing was overwritten)")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose a new --out (nothing was overwritten)")
     task = resolve_task(cfg)
@@ -241,7 +245,8 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
         if cfg.seeds == 1:
             summary = run_one(cfg, tmp, task, data, loaded)
         else:
-            runs = [run_one(dataclasses.replace(cfg, seed=cfg.seed + i), tmp / f"seed-{cfg.seed + i}", task, data, loaded)
+            runs = [run_one(dataclasses.replace(cfg, seed=cfg.seed + i, out=str(out / f"seed-{cfg.seed + i}")),
+                            tmp / f"seed-{cfg.seed + i}", task, data, loaded)
                     for i in range(cfg.seeds)]
             summary = {"task": task.name, "seeds": [r["seed"] for r in runs], "main_metric": runs[0]["main_metric"],
                        "median": statistics.median(r["main"] for r in runs), "spread": aggregate(runs),

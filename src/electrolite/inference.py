@@ -32,7 +32,8 @@ PREDICT_BATCH = 64
 def _task_of(record: dict[str, Any]):
     task = get_task(record["task"])
     if record["task"] == "text-classification":
-        task = task.with_options(record["text_fields"], "label", record["family"] == "regression")
+        task = task.with_options(record["text_fields"], record.get("label_column") or "label",
+                                 record["family"] == "regression")
     import dataclasses
     return dataclasses.replace(task, max_length=record["max_length"])
 
