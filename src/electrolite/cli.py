@@ -1,4 +1,4 @@
-"""The `electrolite` command: tokenizer, prepare, pretrain, flops, finetune, evaluate, predict, detect, fill-mask, demo.
+"""The `electrolite` command: tokenizer, prepare, pretrain, flops, finetune, evaluate, predict, detect, fill-mask, export, demo.
 
 A user's mistake prints one line, ``electrolite: error: ...``, and exits with status 2; a bug
 of ours may traceback.
@@ -213,6 +213,12 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
         print(f"{result['mask_token']} #{n}: " + ", ".join(f"{f['token']} ({f['probability']:.3f})" for f in fills))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from electrolite.hf_io import export_hf
+    for line in export_hf(args.src, args.out):
+        print(line)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from electrolite.demo import run_demo
     run_demo(args.out, steps=args.steps)
@@ -327,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("export", help="export a run, task dir or Hugging Face dir as Hugging Face checkpoint(s)",
+                       description="An ELECTRA run gives OUT/discriminator (ElectraForPreTraining) and "
+                       "OUT/generator (ElectraForMaskedLM); an MLM run BertForMaskedLM (ALBERT classes when "
+                       "factorized, shared or with SOP); a task dir {Electra,Bert,Albert}For{Sequence,Token}"
+                       "Classification or *ForQuestionAnswering. Needs transformers (the hf extra).")
+    p.add_argument("--format", choices=["hf"], required=True, help="hf: Hugging Face transformers")
+    p.add_argument("src", metavar="SRC", help="pre-training run, fine-tuned task dir or Hugging Face checkpoint dir")
+    p.add_argument("out", metavar="OUT", help="directory to create (an existing non-empty one is never overwritten)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="pre-train a tiny ELECTRA on the Python docs (about 3 minutes)")
     p.add_argument("--out", default="demo-run", help="directory for the corpus, tokenizer and run")

@@ -294,6 +294,16 @@ def _top(values: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
     return idx[np.argsort(-values[idx], kind="stable")[:k]]
 
 
+def snap_to_words(context: str, start: int, end: int) -> tuple[int, int]:
+    """Widen [start, end) so it neither starts nor ends inside a word (letters and digits), as
+    BERT's and ELECTRA's SQuAD decoders answer with whole original words, not sub-word pieces."""
+    while 0 < start < len(context) and context[start - 1].isalnum() and context[start].isalnum():
+        start -= 1
+    while 0 < end < len(context) and context[end - 1].isalnum() and context[end].isalnum():
+        end += 1
+    return start, end
+
+
 def decode_qa(examples: Sequence[QAExample], features: QAFeatures, start_logits, end_logits,
               n_best_size: int = 20, max_answer_length: int = 30) -> list[QAPrediction]:
     """Best answer spans across each example's windows.
@@ -330,7 +340,7 @@ def decode_qa(examples: Sequence[QAExample], features: QAFeatures, start_logits,
             s_grid, e_grid = np.meshgrid(s_idx, e_idx, indexing="ij")  # (S, E)
             ok = (e_grid >= s_grid) & (e_grid - s_grid + 1 <= max_answer_length)
             for s, t in zip(s_grid[ok], e_grid[ok]):
-                candidates.append((float(s_logit[s] + e_logit[t]), int(off[s, 0]), int(off[t, 1])))
+                candidates.append((float(s_logit[s] + e_logit[t]), *snap_to_words(ex.context, int(off[s, 0]), int(off[t, 1]))))
         candidates.sort(key=lambda c: -c[0])
         n_best, seen = [], set()
         for score, start, end in candidates:

@@ -1,0 +1,382 @@
+"""Hugging Face checkpoint directories: reading them into electrolite, and exporting electrolite's.
+
+The key tables, config mapping and class choice live in ``hf.py``; this module touches disk.
+Import (``load_encoder``, ``load_hf_model``, ``load_hf_task_model``) reads config.json and
+model.safetensors (or pytorch_model.bin with ``weights_only``, or a sharded index) and needs only
+torch and safetensors. Export (``export_hf``) builds the ``transformers`` class, loads the converted
+weights strictly and saves it with ``save_pretrained``, so it needs the ``hf`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+
+from electrolite import config as cfgmod
+from electrolite.config import EncoderConfig
+from electrolite.errors import UserError
+from electrolite.hf import (
+    ARCHITECTURES,
+    WRITTEN_AS,
+    build_model,
+    check_fits,
+    encoder_config_from_hf,
+    from_hf,
+    hf_config,
+    mlm_arch,
+    prefixed,
+    task_arch,
+    to_hf,
+)
+from electrolite.model import Encoder
+
+
+def _load_state(module: nn.Module, state: dict[str, torch.Tensor], arch: str, where: str) -> None:
+    check_fits(module.state_dict(), state, arch, where)
+    module.load_state_dict(state, strict=True)
+
+
+# --- reading Hugging Face checkpoint directories ------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A Hugging Face checkpoint directory, read."""
+
+    root: Path
+    data: dict[str, Any]
+    """config.json."""
+    arch: str
+    config: EncoderConfig
+    state: dict[str, torch.Tensor]
+    """The checkpoint's tensors under their Hugging Face keys (floating point as float32)."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such weights file") from None
+    except Exception as e:  # safetensors, pickle (weights_only) and zip errors have no common base
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{path}: cannot read weights ({e.__class__.__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def read_weights(root: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors, pytorch_model.bin (weights_only), or their sharded index; floats as float32."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (root / name).is_file():
+            state = _read_weight_file(root / name)
+            break
+        index = root / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+            state = {}
+            for shard in shards:
+                state.update(_read_weight_file(root / shard))
+            break
+    else:
+        raise UserError(f"{root}: no model.safetensors or pytorch_model.bin")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a BERT, ELECTRA or ALBERT checkpoint directory (config.json + weights)."""
+    root = Path(path)
+    data = _read_json(root / "config.json")
+    where = str(root / "config.json")
+    config = encoder_config_from_hf(data, where)
+    names = data.get("architectures") or []
+    known = [n for n in names if n in ARCHITECTURES]
+    if names and not known:
+        raise UserError(f"{where}: architecture {names[0]} is not supported (supported: "
+                        f"{', '.join(ARCHITECTURES)})")
+    arch = known[0] if known else {"bert": "BertModel", "electra": "ElectraModel", "albert": "AlbertModel"}[
+        data["model_type"]]
+    if ARCHITECTURES[arch].model_type != data["model_type"]:
+        raise UserError(f"{where}: architecture {arch} does not match model_type {data['model_type']!r}")
+    return Checkpoint(root, data, arch, config, read_weights(root))
+
+
+def load_hf_tokenizer(root: Path) -> Tokenizer:
+    """tokenizer.json or vocab.txt (tokenizer.load_tokenizer); else, with transformers, its fast tokenizer."""
+    from electrolite.tokenizer import load_tokenizer
+    if (root / "tokenizer.json").is_file() or (root / "vocab.txt").is_file():
+        tok = load_tokenizer(str(root))
+    else:
+        try:
+            import transformers
+        except ImportError:
+            raise UserError(f"{root}: no tokenizer.json or vocab.txt (transformers could convert others: "
+                            "pip install 'electrolite[hf]')") from None
+        try:
+            hf_tok = transformers.AutoTokenizer.from_pretrained(str(root))
+        except Exception as e:  # noqa: BLE001 - anything transformers raises is a tokenizer it cannot read
+            raise UserError(f"{root}: no tokenizer.json or vocab.txt, and transformers cannot load its "
+                            f"tokenizer ({e.__class__.__name__})") from None
+        if not getattr(hf_tok, "is_fast", False):
+            raise UserError(f"{root}: no tokenizer.json or vocab.txt and no fast tokenizer to convert")
+        tok = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
+    tok.no_padding()  # saved pipelines (sentence-transformers) often pad and truncate to their own length
+    tok.no_truncation()
+    return tok
+
+
+def _check_vocab(tok: Tokenizer, config: EncoderConfig, root: Path) -> None:
+    n = tok.get_vocab_size(with_added_tokens=True)
+    if n > config.vocab_size:
+        raise UserError(f"{root}: the tokenizer has {n} tokens but the model only {config.vocab_size}")
+
+
+def load_hf_model(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
+    """A Hugging Face checkpoint as its electrolite module (Pretrained or TaskModel, eval mode)."""
+    ckpt = read_checkpoint(path)
+    a = ARCHITECTURES[ckpt.arch]
+    where = str(ckpt.root)
+    if ckpt.arch == "ElectraForMaskedLM" and ckpt.config.hidden_act != "gelu":
+        raise UserError(f"{where}: ElectraForMaskedLM's generator head always uses gelu, the encoder "
+                        f"{ckpt.config.hidden_act}; electrolite's MLM head uses the encoder's activation")
+    state, _ = from_hf(ckpt.state, ckpt.arch, ckpt.config, where)
+    num_labels, regression = 0, False
+    if a.family in ("classification", "tagging"):
+        num_labels = len(ckpt.data.get("id2label") or {}) or int(ckpt.data.get("num_labels", 2))
+        regression = a.family == "classification" and (
+            ckpt.data.get("problem_type") == "regression" or num_labels == 1)
+    module = build_model(ckpt.arch, ckpt.config, num_labels, regression)
+    _load_state(module, state, ckpt.arch, where)
+    return module.eval(), ckpt
+
+
+def load_encoder(path: str | os.PathLike):
+    """The encoder of a Hugging Face checkpoint dir with its tokenizer, for ``finetune --model HFDIR``.
+
+    Heads in the checkpoint are dropped: fine-tuning puts a fresh one on top (ELECTRA's layout for
+    ELECTRA checkpoints, the pooler layout for BERT and ALBERT).
+    """
+    from electrolite.tasks.model import LoadedEncoder
+    ckpt = read_checkpoint(path)
+    state, _ = from_hf(ckpt.state, ckpt.arch, ckpt.config, str(ckpt.root))
+    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    with torch.device("meta"):  # shapes only, no memory
+        expected = Encoder(ckpt.config).state_dict()
+    check_fits(expected, encoder_state, ckpt.arch, str(ckpt.root), prefix="encoder.")
+    tok = load_hf_tokenizer(ckpt.root)
+    _check_vocab(tok, ckpt.config, ckpt.root)
+    return LoadedEncoder(ckpt.config, encoder_state, tok, ARCHITECTURES[ckpt.arch].head, "hf")
+
+
+def task_record(ckpt: Checkpoint, module: nn.Module) -> dict[str, Any]:
+    """The task record (as in a task dir's config.yaml) of a fine-tuned Hugging Face checkpoint.
+
+    A checkpoint electrolite exported carries its record in config.json (``electrolite_task``);
+    others get the generic task of their family.
+    """
+    if isinstance(ckpt.data.get("electrolite_task"), dict):
+        return dict(ckpt.data["electrolite_task"])
+    family = module.family
+    id2label = ckpt.data.get("id2label") or {}
+    labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
+    task = {"classification": "text-classification", "regression": "text-classification",
+            "tagging": "token-classification", "qa": "squad2"}[family]
+    text_fields = {"qa": ["question", "context"], "tagging": ["text"]}.get(family, ["text"])
+    max_length = min(512 if family != "qa" else 384, ckpt.config.max_position_embeddings)
+    return {"task": task, "family": family, "labels": [] if family in ("regression", "qa") else labels,
+            "head": ARCHITECTURES[ckpt.arch].head, "text_fields": text_fields, "label_column": "label",
+            "max_length": max_length, "doc_stride": 128 if family == "qa" else 0,
+            "max_query_length": 64 if family == "qa" else 0, "max_answer_length": 30 if family == "qa" else 0,
+            "source": "hf", "note": ""}
+
+
+def load_hf_task_model(path: str | os.PathLike):
+    """A fine-tuned Hugging Face checkpoint (*For{Sequence,Token}Classification, *ForQuestionAnswering)
+    as (TaskModel in eval mode, task record)."""
+    module, ckpt = load_hf_model(path)
+    if not ARCHITECTURES[ckpt.arch].family:
+        raise UserError(f"{ckpt.root} is a {ckpt.arch} checkpoint, not a fine-tuned task model")
+    return module, task_record(ckpt, module)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+@dataclass
+class ExportItem:
+    """One Hugging Face checkpoint to write."""
+
+    subdir: str
+    arch: str
+    config: EncoderConfig
+    state: dict[str, torch.Tensor]
+    tokenizer: Tokenizer
+    extra: dict[str, Any]
+    """More config.json fields (id2label, label2id, problem_type, electrolite_task)."""
+    note: str = ""
+
+
+def _task_extra(record: dict[str, Any]) -> dict[str, Any]:
+    family, labels = record["family"], list(record.get("labels") or [])
+    extra: dict[str, Any] = {"electrolite_task": record}
+    if family == "regression":
+        extra.update(num_labels=1, problem_type="regression")
+    elif family in ("classification", "tagging"):
+        extra.update(id2label={i: str(lab) for i, lab in enumerate(labels)},
+                     label2id={str(lab): i for i, lab in enumerate(labels)})
+        if family == "classification":
+            extra["problem_type"] = "single_label_classification"
+    return extra
+
+
+def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:
+    from electrolite.config import PretrainConfig
+    from electrolite.tasks.model import load_pretrain_objective
+    from electrolite.tokenizer import load_tokenizer
+    cfg = cfgmod.build(PretrainConfig, data)
+    model = load_pretrain_objective(root, cfg)
+    tok = load_tokenizer(str(root / "tokenizer.json"))
+    if cfg.objective.name == "electra":
+        disc, gen = model.discriminator.config, model.generator.config
+        for name, c in (("discriminator", disc), ("generator", gen)):
+            if c.num_hidden_groups < c.num_hidden_layers:
+                raise UserError(f"{root}: the ELECTRA objective on a shared-layer encoder cannot be expressed in "
+                                f"transformers: the {name} has num_hidden_groups {c.num_hidden_groups} < "
+                                f"num_hidden_layers {c.num_hidden_layers}, and ElectraForPreTraining / "
+                                "ElectraForMaskedLM have one set of weights per layer")
+        if gen.hidden_act != "gelu":
+            raise UserError(f"{root}: the generator's MLM head uses hidden_act {gen.hidden_act}, which cannot be "
+                            "expressed: ElectraForMaskedLM's generator head always uses gelu")
+        note = ("sop_head not exported: ElectraForPreTraining has no sentence-order head"
+                if cfg.objective.sop else "")
+        return [
+            ExportItem("discriminator", "ElectraForPreTraining", disc,
+                       {**prefixed(model.discriminator, "encoder."), **prefixed(model.discriminator_head, "rtd_head.")},
+                       tok, {}, note),
+            ExportItem("generator", "ElectraForMaskedLM", gen,
+                       {**prefixed(model.generator, "encoder."), **prefixed(model.generator_head, "mlm_head.")},
+                       tok, {}),
+        ]
+    arch = mlm_arch(cfg.model, cfg.objective.sop)
+    state = {**prefixed(model.encoder, "encoder."), **prefixed(model.mlm_head, "mlm_head.")}
+    if cfg.objective.sop:
+        state.update(prefixed(model.sop_head, "sop_head."))
+    return [ExportItem("", arch, cfg.model, state, tok, {})]
+
+
+def _plan(root: Path) -> list[ExportItem]:
+    if (root / "config.yaml").is_file():
+        data = cfgmod.load_yaml(root / "config.yaml")
+        if "finetune" not in data:
+            return _plan_pretrain_run(root, data)
+        from electrolite.tasks.model import load_task_model, task_dir_parts
+        from electrolite.tokenizer import load_tokenizer
+        model, record = load_task_model(root, data)
+        config, _ = task_dir_parts(data)
+        arch = task_arch(config, record["family"], record["head"])
+        return [ExportItem("", arch, config, model.state_dict(), load_tokenizer(str(root / "tokenizer.json")),
+                           _task_extra(record))]
+    if (root / "config.json").is_file():
+        module, ckpt = load_hf_model(root)
+        a = ARCHITECTURES[ckpt.arch]
+        extra = _task_extra(task_record(ckpt, module)) if a.family else {}
+        return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
+                           load_hf_tokenizer(root), extra)]
+    seeds = sorted(p.name for p in root.glob("seed-*") if (p / "config.yaml").is_file())
+    if seeds:
+        raise UserError(f"{root} holds several fine-tuned seeds ({', '.join(seeds)}); export one of them, "
+                        f"e.g. {root / seeds[0]}")
+    raise UserError(f"{root} is neither an electrolite run or task dir (config.yaml) nor a Hugging Face "
+                    "checkpoint (config.json)")
+
+
+def _require_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise UserError("export --format hf needs transformers: pip install 'electrolite[hf]'") from None
+    return transformers
+
+
+def write_checkpoint(item: ExportItem, out_dir: Path) -> None:
+    """Write one checkpoint with transformers: its class, the converted weights loaded strictly, save_pretrained."""
+    from electrolite.tokenizer import save_tokenizer
+    transformers = _require_transformers()
+    fields = hf_config(item.config, item.arch)
+    model_type = fields.pop("model_type")
+    hf_cfg = transformers.AutoConfig.for_model(model_type, **fields, **item.extra)
+    hf_cfg.architectures = [item.arch]
+    log = transformers.utils.logging
+    verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    try:
+        model = getattr(transformers, item.arch)(hf_cfg)
+        model.load_state_dict(to_hf(item.state, item.arch, item.config), strict=True)
+        model.save_pretrained(str(out_dir))
+    finally:
+        log.set_verbosity(verbosity)
+        if bars:
+            log.enable_progress_bar()
+    save_tokenizer(item.tokenizer, str(out_dir), model_max_length=item.config.max_position_embeddings)
+
+
+def export_hf(src: str | os.PathLike, out: str | os.PathLike) -> list[str]:
+    """Export a pre-training run, a fine-tuned task dir or a Hugging Face dir as Hugging Face checkpoint(s).
+
+    An ELECTRA run gives OUT/discriminator (ElectraForPreTraining) and OUT/generator
+    (ElectraForMaskedLM); anything else one checkpoint in OUT. Each has config.json,
+    model.safetensors and tokenizer files. OUT is written under a temporary name and renamed,
+    and an existing non-empty OUT is never touched.
+
+    Returns:
+        One line per checkpoint written (and notes on what was left out).
+    """
+    root, out = Path(src), Path(out)
+    if not root.is_dir():
+        raise UserError(f"{src}: no such directory")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty; choose a new OUT (nothing was overwritten)")
+    _require_transformers()
+    items = _plan(root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    lines = []
+    try:
+        for item in items:
+            target = tmp / item.subdir if item.subdir else tmp
+            target.mkdir(parents=True, exist_ok=True)
+            write_checkpoint(item, target)
+            lines.append(f"wrote {out / item.subdir if item.subdir else out} ({item.arch})")
+            if item.note:
+                lines.append(f"note: {item.note}")
+        if out.exists():
+            out.rmdir()
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return lines
