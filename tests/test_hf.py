@@ -23,7 +23,8 @@ from electrolite import checkpoint, config as cfgmod, hf, hf_io
 from electrolite.config import EncoderConfig, FinetuneConfig
 from electrolite.errors import UserError
 from electrolite.objectives import build_objective
-from electrolite.tasks.model import TaskModel, new_task_model
+from electrolite.tasks.model import TaskModel, from_scratch, new_task_model
+from electrolite.tasks.qa import snap_to_words
 from electrolite.tokenizer import load_tokenizer, save_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -489,6 +490,9 @@ def test_albert_import_and_encoder_for_finetuning(tmp_path, tok):
         _, states = task_model.encoder(ids, mask, types, output_hidden_states=True)
         theirs = model(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
     assert_hidden_states_equal(states, theirs.hidden_states)
+    # the SOP pooler (albert.pooler) is where a fine-tuned pooler head starts, as in from_pretrained
+    assert torch.equal(task_model.head.pooler.dense.weight, model.albert.pooler.weight)
+    assert torch.equal(task_model.head.pooler.dense.bias, model.albert.pooler.bias)
 
 
 # --- the real checkpoint: all-MiniLM-L6-v2 -----------------------------------------------------------
@@ -525,6 +529,27 @@ def test_minilm_imports_with_bertmodel_parity_on_sst2(minilm_dir, sst2_sentences
     real = enc["attention_mask"].bool()
     assert real.sum() > 150  # real sentences, several dozen tokens in all
     torch.testing.assert_close(ours[real], theirs[real], rtol=0, atol=ATOL)
+
+
+def test_minilm_classifier_starts_from_the_pretrained_pooler_as_in_transformers(minilm_dir, sst2_sentences,
+                                                                                 monkeypatch):
+    """finetune's first model equals BertForSequenceClassification.from_pretrained with the same classifier."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = hf.load_encoder(minilm_dir)
+    original = load_file(str(minilm_dir / "model.safetensors"))
+    assert torch.equal(loaded.pooler["dense.weight"], original["pooler.dense.weight"])
+    torch.manual_seed(0)
+    ours = new_task_model(loaded, "classification", 2, 128).eval()
+    theirs = transformers.BertForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=2).eval()
+    theirs.classifier.load_state_dict(ours.head.classifier.state_dict())
+    enc = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))(sst2_sentences, padding=True,
+                                                                       return_tensors="pt")
+    with torch.no_grad():
+        logits = ours({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                       "token_type_ids": enc["token_type_ids"]})["logits"]
+        torch.testing.assert_close(logits, theirs(**enc).logits, rtol=0, atol=ATOL)
+    assert from_scratch(loaded, 0).pooler is None
+    assert hf.load_encoder(minilm_dir).pooler is not loaded.pooler  # nothing shared between loads
 
 
 def test_minilm_export_round_trip_keeps_every_tensor(minilm_dir, tmp_path, monkeypatch):
@@ -596,4 +621,5 @@ def test_question_answering_export_gives_predicts_answers(tmp_path, tok):
         valid = in_context[:, None] & in_context[None, :] & torch.ones(n, n, dtype=torch.bool).triu().tril(29)
         start, end = divmod(int(scores.masked_fill(~valid, float("-inf")).argmax()), n)
         s, e = int(offsets[start][0]), int(offsets[end][1])
+        s, e = snap_to_words(context, s, e)  # predict answers with whole words, as BERT's decoder does
         assert (o["start"], o["end"], o["answer"]) == (s, e, context[s:e])
