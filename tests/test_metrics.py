@@ -275,3 +275,16 @@ def test_squad_v2_breakdown_and_threshold_search():
     assert at["exact"] == pytest.approx(200 / 3) and at["NoAns_exact"] == 100.0
     plain = squad_v2(answers, {"q1": "Paris", "q2": "", "q3": "1990"})
     assert plain["exact"] == 100.0 and plain["f1"] == 100.0 and "best_f1" not in plain
+
+
+def test_entities_against_the_seqeval_package_on_random_tags():
+    seqeval_metrics = pytest.importorskip("seqeval.metrics")
+    rng = random.Random(1)
+    tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "I-MISC"]
+    for _ in range(300):
+        gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(rng.randint(1, 5))]
+        pred = [[rng.choice(tags) if rng.random() < 0.4 else t for t in s] for s in gold]
+        ours = entity_scores(gold, pred)
+        assert ours["precision"] == pytest.approx(seqeval_metrics.precision_score(gold, pred, zero_division=0))
+        assert ours["recall"] == pytest.approx(seqeval_metrics.recall_score(gold, pred, zero_division=0))
+        assert ours["f1"] == pytest.approx(seqeval_metrics.f1_score(gold, pred, zero_division=0))
