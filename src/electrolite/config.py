@@ -11,18 +11,14 @@ objective settings that belong to the size (the generator's fraction of the hidd
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import re
-import textwrap
-from dataclasses import dataclass, field, fields
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
-import yaml
-
+from electrolite.configio import (  # noqa: F401  (re-exported: callers use config.build, config.load_yaml ...)
+    _undot, build, coerce, field_docs, iter_fields, load_yaml, save_yaml, to_dict,
+)
 from electrolite.errors import UserError
 
 
@@ -381,104 +377,6 @@ def size_objective_defaults(name: str) -> dict[str, Any]:
     return {k: v for k, v in _size_entry(name).items() if k in _OBJECTIVE_SIZE_KEYS}
 
 
-# --- dataclass <-> dict / YAML ----------------------------------------------------------------
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def build(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
-    """Construct dataclass `cls` from a (nested) dict, rejecting unknown keys and wrong types.
-
-    Args:
-        cls: the dataclass type.
-        data: field values; missing ones take defaults.
-        where: dotted prefix for error messages ("model", "train").
-    """
-    data = dict(data or {})
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
-        raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''}: {names}")
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        key = f"{where}.{name}" if where else name
-        if _is_dataclass_type(tp):
-            if not isinstance(value, dict):
-                raise UserError(f"config {key} must be a mapping")
-            kwargs[name] = build(tp, value, key)
-        else:
-            kwargs[name] = coerce(value, tp, key)
-    return cls(**kwargs)
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML or command-line value to a field's type, or raise UserError naming the key."""
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    else:  # pragma: no cover - our configs only use the four scalar types
-        return value
-    raise UserError(f"config {key} must be {tp.__name__}, got {value!r}")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read config ({e.__class__.__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or 'parse error'})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
-    return data
-
-
-def save_yaml(data: dict[str, Any], path: str | Path) -> None:
-    """Write a YAML mapping atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
-
-
 def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
                             overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """Resolve a run's config: size table < config file < command-line overrides.
@@ -504,47 +402,6 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
     # Derived fields are stored resolved in config.yaml; re-resolving must not re-derive them from
     # a changed sibling, so derivation only happens for fields still at their sentinel.
     return build(PretrainConfig, merged)
-
-
-def _undot(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"config {key}: {p} is not a section")
-        node[parts[-1]] = value
-    return out
-
-
-@lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string under each field), for --help."""
-    source = textwrap.dedent(inspect.getsource(cls))
-    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def iter_fields(cls: type, prefix: str = ""):
-    """Yield (dotted name, type, default, doc) for every scalar field of a nested config."""
-    hints = get_type_hints(cls)
-    docs = field_docs(cls)
-    for f in fields(cls):
-        tp = hints[f.name]
-        name = f"{prefix}{f.name}"
-        if _is_dataclass_type(tp):
-            yield from iter_fields(tp, name + ".")
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else None
-            yield name, tp, default, docs.get(f.name, "")
 
 
 def parse_duration(text: str) -> float:
