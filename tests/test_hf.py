@@ -549,7 +549,6 @@ def test_minilm_classifier_starts_from_the_pretrained_pooler_as_in_transformers(
                        "token_type_ids": enc["token_type_ids"]})["logits"]
         torch.testing.assert_close(logits, theirs(**enc).logits, rtol=0, atol=ATOL)
     assert from_scratch(loaded, 0).pooler is None
-    assert hf.load_encoder(minilm_dir).pooler is not loaded.pooler  # nothing shared between loads
 
 
 def test_minilm_export_round_trip_keeps_every_tensor(minilm_dir, tmp_path, monkeypatch):

@@ -176,7 +176,9 @@ def load_encoder(path: str | os.PathLike):
     """The encoder of a Hugging Face checkpoint dir with its tokenizer, for ``finetune --model HFDIR``.
 
     Heads in the checkpoint are dropped: fine-tuning puts a fresh one on top (ELECTRA's layout for
-    ELECTRA checkpoints, the pooler layout for BERT and ALBERT).
+    ELECTRA checkpoints, the pooler layout for BERT and ALBERT). A BERT or ALBERT pooler the
+    checkpoint has is kept for that head to start from, as ``*ForSequenceClassification.from_pretrained``
+    does; its classifier is fresh.
     """
     from electrolite.tasks.model import LoadedEncoder
     ckpt = read_checkpoint(path)
@@ -187,7 +189,14 @@ def load_encoder(path: str | os.PathLike):
     check_fits(expected, encoder_state, ckpt.arch, str(ckpt.root), prefix="encoder.")
     tok = load_hf_tokenizer(ckpt.root)
     _check_vocab(tok, ckpt.config, ckpt.root)
-    return LoadedEncoder(ckpt.config, encoder_state, tok, ARCHITECTURES[ckpt.arch].head, "hf")
+    head = ARCHITECTURES[ckpt.arch].head
+    pooler = None
+    if head == "pooler":  # BertModel / AlbertModel, *ForSequenceClassification, AlbertForPreTraining (SOP)
+        for where in ("pooler.", "head.pooler.", "sop_head.pooler."):
+            pooler = {k[len(where):]: v for k, v in state.items() if k.startswith(where)} or None
+            if pooler:
+                break
+    return LoadedEncoder(ckpt.config, encoder_state, tok, head, "hf", pooler=pooler)
 
 
 def task_record(ckpt: Checkpoint, module: nn.Module) -> dict[str, Any]:
@@ -217,7 +226,8 @@ def load_hf_task_model(path: str | os.PathLike):
     as (TaskModel in eval mode, task record)."""
     module, ckpt = load_hf_model(path)
     if not ARCHITECTURES[ckpt.arch].family:
-        raise UserError(f"{ckpt.root} is a {ckpt.arch} checkpoint, not a fine-tuned task model")
+        raise UserError(f"{ckpt.root} is a {ckpt.arch} checkpoint, not a fine-tuned task model "
+                        "({Electra,Bert,Albert}For{Sequence,Token}Classification or *ForQuestionAnswering)")
     return module, task_record(ckpt, module)
 
 

@@ -1,5 +1,10 @@
 """Using trained models: evaluate, predict, detect (the discriminator) and fill-mask (the generator).
 
+Each takes an electrolite dir (config.yaml) or a Hugging Face checkpoint dir (config.json):
+evaluate and predict a fine-tuned task model (a task dir, *For{Sequence,Token}Classification,
+*ForQuestionAnswering), detect an ELECTRA run or ElectraForPreTraining, fill-mask a pre-training
+run or a class with a masked-LM head.
+
 ``predict`` reads plain texts (single-sentence tasks) or JSON lines with the task's named fields
 (sentence pairs: e.g. ``sentence1``/``sentence2``; QA: ``question`` and ``context``) and yields
 one JSON-able dict per input: label and probabilities; entities with character offsets; answer
@@ -14,14 +19,16 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
+from torch import nn
 
 from electrolite import config as cfgmod
-from electrolite.config import PretrainConfig
+from electrolite.config import EncoderConfig, PretrainConfig
 from electrolite.errors import UserError
 from electrolite.finetune import predict_features, score
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
-from electrolite.tasks.model import load_pretrain_objective, load_task_model
+from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
 from electrolite.tasks.qa import QAExample, decode_qa
 from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
 from electrolite.tokenizer import load_tokenizer, special_tokens
@@ -38,15 +45,39 @@ def _task_of(record: dict[str, Any]):
     return dataclasses.replace(task, max_length=record["max_length"])
 
 
+def _is_hf(root: Path) -> bool:
+    """A Hugging Face checkpoint dir: config.json and no electrolite config.yaml."""
+    return not (root / "config.yaml").exists() and (root / "config.json").is_file()
+
+
+def load_task(model_dir: str) -> tuple[TaskModel, dict[str, Any], Tokenizer]:
+    """(model in eval mode, task record, tokenizer) of a fine-tuned task dir or Hugging Face task checkpoint."""
+    root = Path(model_dir)
+    if _is_hf(root):
+        from electrolite.hf_io import load_hf_task_model, load_hf_tokenizer
+        model, record = load_hf_task_model(root)
+        return model, record, load_hf_tokenizer(root)
+    if not root.is_dir():
+        raise UserError(f"{model_dir}: no such model directory")
+    if not (root / "config.yaml").exists():
+        seeds = sorted(d.name for d in root.glob("seed-*") if (d / "config.yaml").is_file())
+        if seeds:
+            raise UserError(f"{model_dir} holds several fine-tuned seeds ({', '.join(seeds)}); pass one of them, "
+                            f"e.g. {root / seeds[0]}")
+        raise UserError(f"{model_dir} is neither a fine-tuned task dir (config.yaml) nor a Hugging Face "
+                        "checkpoint (config.json)")
+    model, record = load_task_model(root)
+    return model, record, load_tokenizer(str(root / "tokenizer.json"))
+
+
 def evaluate(model_dir: str, data: str | None, dev: str | None = None, task_name: str | None = None,
              device: torch.device = torch.device("cpu")) -> dict[str, Any]:
-    """Score a fine-tuned task dir on evaluation data (its own task's format)."""
+    """Score a fine-tuned task dir (or Hugging Face task checkpoint) on evaluation data (its task's format)."""
     root = Path(model_dir)
-    model, record = load_task_model(root)
+    model, record, tok = load_task(model_dir)
     if task_name and task_name != record["task"]:
         raise UserError(f"{model_dir} was fine-tuned for {record['task']}, not {task_name}")
     task = _task_of(record)
-    tok = load_tokenizer(str(root / "tokenizer.json"))
     labels = record["labels"] or None
     loaded = task.load(data, dev=dev, labels=labels, with_train=False)
     pad = special_tokens(tok).pad_token_id
@@ -89,14 +120,16 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
         yield record
 
 
-def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.device = torch.device("cpu")
-            ) -> Iterator[dict[str, Any]]:
-    """Predictions for records, streamed in chunks of PREDICT_BATCH × 4."""
-    root = Path(model_dir)
-    model, record = load_task_model(root)
+def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.device = torch.device("cpu"),
+            loaded: tuple[TaskModel, dict[str, Any], Tokenizer] | None = None) -> Iterator[dict[str, Any]]:
+    """Predictions for records, streamed in chunks of PREDICT_BATCH × 4.
+
+    Args:
+        loaded: ``load_task(model_dir)``'s result when the caller already has it.
+    """
+    model, record, tok = loaded or load_task(model_dir)
     model.to(device)
     task = _task_of(record)
-    tok = load_tokenizer(str(root / "tokenizer.json"))
     pad = special_tokens(tok).pad_token_id
     labels = record["labels"]
     fields = task.text_fields
@@ -147,8 +180,15 @@ def _predict_chunk(model, task, tok, pad, labels, fields, records, device) -> It
 def _load_run(run_dir: str) -> tuple[PretrainConfig, Any, Any]:
     root = Path(run_dir)
     path = root / "config.yaml"
+    if not root.is_dir():
+        raise UserError(f"{run_dir}: no such model directory")
     if not path.exists():
-        raise UserError(f"{run_dir} is not an electrolite pre-training run (no config.yaml)")
+        for sub in ("discriminator", "generator"):
+            if (root / sub / "config.json").is_file():
+                raise UserError(f"{run_dir} holds an exported ELECTRA run: pass {root / 'discriminator'} to detect "
+                                f"and {root / 'generator'} to fill-mask")
+        raise UserError(f"{run_dir} is neither an electrolite pre-training run (config.yaml) nor a Hugging Face "
+                        "checkpoint (config.json)")
     data = cfgmod.load_yaml(path)
     if "finetune" in data:
         raise UserError(f"{run_dir} is a fine-tuned task dir; detect and fill-mask need a pre-training run")
@@ -156,16 +196,42 @@ def _load_run(run_dir: str) -> tuple[PretrainConfig, Any, Any]:
     return cfg, load_pretrain_objective(root, cfg), load_tokenizer(str(root / "tokenizer.json"))
 
 
+def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.Module, nn.Module, Tokenizer]:
+    """(encoder config, encoder, head, tokenizer) that `command` (detect or fill-mask) runs.
+
+    detect: the discriminator and its replaced-token head; fill-mask: the generator (ELECTRA) or
+    the encoder (MLM) and its masked-LM head.
+    """
+    root = Path(model_dir)
+    if _is_hf(root):
+        from electrolite.hf import ARCHITECTURES
+        from electrolite.hf_io import load_hf_model, load_hf_tokenizer
+        module, ckpt = load_hf_model(root)
+        part = "rtd_head" if command == "detect" else "mlm_head"
+        if part not in ARCHITECTURES[ckpt.arch].parts:
+            need = ("ElectraForPreTraining (an ELECTRA discriminator)" if command == "detect" else
+                    "a masked-LM head: ElectraForMaskedLM (an ELECTRA generator), BertForMaskedLM, "
+                    "BertForPreTraining, AlbertForMaskedLM or AlbertForPreTraining")
+            raise UserError(f"{model_dir} is a {ckpt.arch} checkpoint; {command} needs {need}")
+        return ckpt.config, module.encoder, getattr(module, part), load_hf_tokenizer(root)
+    cfg, model, tok = _load_run(model_dir)
+    if command == "detect":
+        if cfg.objective.name != "electra":
+            raise UserError(f"{model_dir} was pre-trained with {cfg.objective.name}; detect needs an ELECTRA run")
+        return cfg.model, model.discriminator, model.discriminator_head, tok
+    if cfg.objective.name == "electra":
+        return cfg.generator_config(), model.generator, model.generator_head, tok
+    return cfg.model, model.encoder, model.mlm_head, tok
+
+
 @torch.no_grad()
 def detect(run_dir: str, text: str) -> dict[str, Any]:
     """The discriminator's probability, per token, that the token was replaced."""
-    cfg, model, tok = _load_run(run_dir)
-    if cfg.objective.name != "electra":
-        raise UserError(f"{run_dir} was pre-trained with {cfg.objective.name}; detect needs an ELECTRA run")
+    config, encoder, head, tok = _pretrained_parts(run_dir, "detect")
     enc = tok.encode(text)
-    ids = torch.tensor([enc.ids[:cfg.model.max_position_embeddings]])
-    hidden = model.discriminator(ids, torch.ones_like(ids), torch.tensor([enc.type_ids[:ids.shape[1]]]))
-    probs = torch.sigmoid(model.discriminator_head(hidden)[0]).tolist()
+    ids = torch.tensor([enc.ids[:config.max_position_embeddings]])
+    hidden = encoder(ids, torch.ones_like(ids), torch.tensor([enc.type_ids[:ids.shape[1]]]))
+    probs = torch.sigmoid(head(hidden)[0]).tolist()
     tokens = [{"token": t, "start": s, "end": e, "replaced_probability": round(p, 4)}
               for t, (s, e), p, special in zip(enc.tokens, enc.offsets, probs, enc.special_tokens_mask) if not special]
     return {"text": text, "tokens": tokens}
@@ -174,7 +240,7 @@ def detect(run_dir: str, text: str) -> dict[str, Any]:
 @torch.no_grad()
 def fill_mask(run_dir: str, text: str, top_k: int = 5) -> dict[str, Any]:
     """The generator's (or MLM head's) top-k fillers for each mask token in `text`."""
-    cfg, model, tok = _load_run(run_dir)
+    _, encoder, head, tok = _pretrained_parts(run_dir, "fill-mask")
     special = special_tokens(tok)
     mask_token = tok.id_to_token(special.mask_token_id)
     enc = tok.encode(text)
@@ -182,11 +248,7 @@ def fill_mask(run_dir: str, text: str, top_k: int = 5) -> dict[str, Any]:
     where = (ids == special.mask_token_id)
     if not where.any():
         raise UserError(f"the text has no {mask_token} token to fill")
-    types = torch.tensor([enc.type_ids])
-    if cfg.objective.name == "electra":
-        hidden, head = model.generator(ids, torch.ones_like(ids), types), model.generator_head
-    else:
-        hidden, head = model.encoder(ids, torch.ones_like(ids), types), model.mlm_head
+    hidden = encoder(ids, torch.ones_like(ids), torch.tensor([enc.type_ids]))
     probs = torch.softmax(head(hidden[where]).float(), -1)  # (masks, V)
     out = []
     for row in probs:

@@ -122,6 +122,9 @@ class LoadedEncoder:
     """What was loaded, for the record: "pretrain-run", "task-dir" or "hf"."""
     task_dir: dict[str, Any] | None = None
     """The task dir's config.yaml when --model was a fine-tuned task dir."""
+    pooler: dict[str, torch.Tensor] | None = None
+    """Pre-trained pooler weights (dense.weight, dense.bias) a "pooler" classification head starts from
+    (Hugging Face BERT/ALBERT checkpoints that have them); None: the head starts fresh."""
 
 
 def load_encoder(path: str) -> LoadedEncoder:
@@ -193,11 +196,12 @@ def from_scratch(loaded: LoadedEncoder, seed: int) -> LoadedEncoder:
     """The same architecture and tokenizer with freshly initialised weights (no pre-training)."""
     torch.manual_seed(seed)
     state = {k: v.detach().clone() for k, v in Encoder(loaded.config).state_dict().items()}
-    return dataclasses.replace(loaded, state=state, source="random-init")
+    return dataclasses.replace(loaded, state=state, source="random-init", pooler=None)
 
 
 def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_length: int) -> TaskModel:
-    """A task model whose encoder starts from `loaded` (the head is freshly initialised)."""
+    """A task model whose encoder starts from `loaded`; the head is freshly initialised, except a pooler
+    head's pooler when `loaded` carries pre-trained pooler weights."""
     config = loaded.config
     if max_length > config.max_position_embeddings:
         raise UserError(f"max length {max_length} exceeds the model's max_position_embeddings "
@@ -208,4 +212,6 @@ def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_leng
     if missing or unexpected:
         raise UserError(f"encoder weights do not fit (missing: {', '.join(missing) or '-'}; "
                         f"unexpected: {', '.join(unexpected) or '-'})")
+    if loaded.pooler and family in ("classification", "regression") and loaded.head == "pooler":
+        model.head.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
     return model
