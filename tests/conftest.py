@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -15,3 +16,13 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data folder {root} is missing (set ELECTROLITE_DATA to its location)")
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread in every test module: on a shared 2-core machine a second spinning thread
+    makes a tiny model's step many times slower whenever anything else runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

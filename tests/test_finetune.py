@@ -33,14 +33,6 @@ WORDS = ("the garden was quiet and the old house stood by the river while a man 
          "the road towards the village in the evening light of a long summer day").split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer(str(VOCAB))

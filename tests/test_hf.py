@@ -38,14 +38,6 @@ SMALL = {"model.hidden_size": 32, "model.num_attention_heads": 2, "model.interme
          "model.max_position_embeddings": 64, "model.num_hidden_layers": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer(str(VOCAB))

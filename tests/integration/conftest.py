@@ -21,7 +21,6 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-import torch
 
 from electrolite.cli import main
 
@@ -83,14 +82,6 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under `path` (relative name → bytes), to show that nothing changed."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
