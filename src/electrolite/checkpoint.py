@@ -14,12 +14,13 @@ A checkpoint is written under a temporary name, fsynced, renamed, and only then 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -65,6 +66,39 @@ def write_json(data: Any, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def check_new_dir(out: Path, name: str = "OUT") -> None:
+    """A UserError unless `out` is missing or an empty directory: an export never overwrites anything.
+
+    Args:
+        out: the directory about to be written.
+        name: how the command line calls it, for the message.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty; choose a new {name} (nothing was overwritten)")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """A fresh temporary directory next to `out`, renamed to `out` when the block ends.
+
+    If the block raises, the temporary directory is removed and `out` is left as it was.
+    `out` must be missing or empty (``check_new_dir``).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:

@@ -177,7 +177,7 @@ def _open_lines(path: str):
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from electrolite.inference import load_task, predict, read_inputs
-    loaded = load_task(args.model)
+    loaded = load_task(args.model, args.runtime)
     fields = tuple(loaded[1]["text_fields"])
     if args.texts:
         lines, source = args.texts, "argument"
@@ -189,7 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
     try:
         records = read_inputs(lines, fields, source)
-        for row in tqdm(predict(args.model, records, loaded=loaded), disable=not args.output, desc="predict", unit="line"):
+        rows = predict(args.model, records, loaded=loaded, runtime=args.runtime)
+        for row in tqdm(rows, disable=not args.output, desc="predict", unit="line"):
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     finally:
         if args.output:
@@ -218,8 +219,11 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from electrolite.hf_io import export_hf
-    for line in export_hf(args.src, args.out):
+    if args.format == "onnx":
+        from electrolite.onnx_io import export_onnx as export
+    else:
+        from electrolite.hf_io import export_hf as export
+    for line in export(args.src, args.out):
         print(line)
 
 
@@ -327,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts (or JSON objects with the task's fields)")
     p.add_argument("--input", help="file of texts or JSON lines (- for stdin)")
     p.add_argument("--output", help="write JSON lines here instead of stdout")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run a directory written by `export --format onnx` with onnxruntime")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("detect", help="per-token probability that a token was replaced (ELECTRA discriminator)")
@@ -343,13 +349,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("export", help="export a run, task dir or Hugging Face dir as Hugging Face checkpoint(s)",
-                       description="An ELECTRA run gives OUT/discriminator (ElectraForPreTraining) and "
+    p = sub.add_parser("export", help="export a run, task dir or Hugging Face dir as Hugging Face checkpoint(s), "
+                       "or a classification/tagging task dir as ONNX",
+                       description="--format hf: an ELECTRA run gives OUT/discriminator (ElectraForPreTraining) and "
                        "OUT/generator (ElectraForMaskedLM); an MLM run BertForMaskedLM (ALBERT classes when "
                        "factorized, shared or with SOP); a task dir {Electra,Bert,Albert}For{Sequence,Token}"
-                       "Classification or *ForQuestionAnswering. Needs transformers (the hf extra).")
-    p.add_argument("--format", choices=["hf"], required=True, help="hf: Hugging Face transformers")
-    p.add_argument("src", metavar="SRC", help="pre-training run, fine-tuned task dir or Hugging Face checkpoint dir")
+                       "Classification or *ForQuestionAnswering. Needs transformers (the hf extra). "
+                       "--format onnx: a fine-tuned classification, regression or tagging task dir gives "
+                       "OUT/model.onnx with its config.yaml and tokenizer.json, for `predict --runtime onnx`. "
+                       "Needs the onnx extra.")
+    p.add_argument("--format", choices=["hf", "onnx"], default="hf",
+                   help="hf: Hugging Face transformers (default); onnx: ONNX graph for onnxruntime")
+    p.add_argument("src", metavar="SRC", help="pre-training run, fine-tuned task dir or Hugging Face checkpoint dir "
+                   "(onnx: a classification or tagging task dir)")
     p.add_argument("out", metavar="OUT", help="directory to create (an existing non-empty one is never overwritten)")
     p.set_defaults(func=cmd_export)
 

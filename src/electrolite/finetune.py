@@ -21,7 +21,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,30 +66,56 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, 
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 
 
-@torch.no_grad()
-def predict_features(model: TaskModel, features, pad_id: int, batch_size: int, device: torch.device,
-                     precision: str = "fp32", progress: bool = False) -> dict[str, list[np.ndarray]]:
-    """Run the model over all features, longest first in length-sorted batches; outputs in input order.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+Forward = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+"""A model run on one padded batch: INPUT_NAMES (B, T) int64 in, the TaskModel's outputs out (numpy, float32)."""
+
+
+def torch_forward(model: TaskModel, device: torch.device, precision: str = "fp32") -> Forward:
+    """The TaskModel (put in eval mode) as a Forward, gradient-free, on `device` with `precision`."""
+    model.eval()
+
+    @torch.no_grad()
+    def forward(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with autocast(device, precision):
+            result = model(to_tensors(inputs, device))
+        return {k: v.float().cpu().numpy() for k, v in result.items()}
+
+    return forward
+
+
+def run_batches(forward: Forward, family: str, features, pad_id: int, batch_size: int,
+                progress: bool = False) -> dict[str, list[np.ndarray]]:
+    """Run `forward` over all features, longest first in length-sorted batches; outputs in input order.
+
+    Args:
+        forward: the model (``torch_forward``, or onnx_io's onnxruntime session).
+        family: classification, regression, tagging or qa.
 
     Returns ``logits`` (classification/regression/tagging: one array per example, padding cut)
     or ``start_logits`` / ``end_logits`` (qa).
     """
-    model.eval()
     order = np.argsort(-features.lengths, kind="stable")
-    keys = ("start_logits", "end_logits") if model.family == "qa" else ("logits",)
+    keys = ("start_logits", "end_logits") if family == "qa" else ("logits",)
     out: dict[str, list] = {k: [None] * len(features) for k in keys}
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="predict", leave=False):
         idx = order[start:start + batch_size]
         batch = features.batch(idx, pad_id)
-        inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-        with autocast(device, precision):
-            result = model(to_tensors(inputs, device))
+        result = forward({k: batch[k] for k in INPUT_NAMES})
         for k in keys:
-            values = result[k].float().cpu().numpy()
+            values = result[k]
             for row, i in enumerate(idx):
                 n = features.lengths[i]
-                out[k][i] = values[row, :n] if values.ndim > 1 and model.family != "classification" else values[row]
+                out[k][i] = values[row, :n] if values.ndim > 1 and family != "classification" else values[row]
     return out
+
+
+def predict_features(model: TaskModel, features, pad_id: int, batch_size: int, device: torch.device,
+                     precision: str = "fp32", progress: bool = False) -> dict[str, list[np.ndarray]]:
+    """``run_batches`` with the torch model (see there)."""
+    return run_batches(torch_forward(model, device, precision), model.family, features, pad_id, batch_size,
+                       progress)
 
 
 def score(task: Task, model: TaskModel, examples: list, features, labels, pad_id: int, batch_size: int,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electrolite import config as cfgmod
+from electrolite.checkpoint import atomic_dir, check_new_dir
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
 from electrolite.hf import (
@@ -366,16 +366,11 @@ def export_hf(src: str | os.PathLike, out: str | os.PathLike) -> list[str]:
     root, out = Path(src), Path(out)
     if not root.is_dir():
         raise UserError(f"{src}: no such directory")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not empty; choose a new OUT (nothing was overwritten)")
+    check_new_dir(out)
     _require_transformers()
     items = _plan(root)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     lines = []
-    try:
+    with atomic_dir(out) as tmp:
         for item in items:
             target = tmp / item.subdir if item.subdir else tmp
             target.mkdir(parents=True, exist_ok=True)
@@ -383,10 +378,4 @@ def export_hf(src: str | os.PathLike, out: str | os.PathLike) -> list[str]:
             lines.append(f"wrote {out / item.subdir if item.subdir else out} ({item.arch})")
             if item.note:
                 lines.append(f"note: {item.note}")
-        if out.exists():
-            out.rmdir()
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return lines

@@ -25,7 +25,7 @@ from torch import nn
 from electrolite import config as cfgmod
 from electrolite.config import EncoderConfig, PretrainConfig
 from electrolite.errors import UserError
-from electrolite.finetune import predict_features, score
+from electrolite.finetune import Forward, run_batches, score, torch_forward
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
 from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
@@ -50,15 +50,25 @@ def _is_hf(root: Path) -> bool:
     return not (root / "config.yaml").exists() and (root / "config.json").is_file()
 
 
-def load_task(model_dir: str) -> tuple[TaskModel, dict[str, Any], Tokenizer]:
-    """(model in eval mode, task record, tokenizer) of a fine-tuned task dir or Hugging Face task checkpoint."""
+def load_task(model_dir: str, runtime: str = "torch") -> tuple[TaskModel | Forward, dict[str, Any], Tokenizer]:
+    """(model, task record, tokenizer) of a fine-tuned task dir or Hugging Face task checkpoint.
+
+    Args:
+        runtime: "torch": the TaskModel in eval mode; "onnx": a dir written by ``export --format onnx``
+            in onnxruntime (onnx_io.OnnxTaskModel).
+    """
     root = Path(model_dir)
+    if runtime == "onnx":
+        from electrolite.onnx_io import load_onnx_task
+        return load_onnx_task(root)
     if _is_hf(root):
         from electrolite.hf_io import load_hf_task_model, load_hf_tokenizer
         model, record = load_hf_task_model(root)
         return model, record, load_hf_tokenizer(root)
     if not root.is_dir():
         raise UserError(f"{model_dir}: no such model directory")
+    if (root / "model.onnx").is_file() and not (root / "model.safetensors").exists():
+        raise UserError(f"{model_dir} is an ONNX export (model.onnx); only `predict --runtime onnx` runs it")
     if not (root / "config.yaml").exists():
         seeds = sorted(d.name for d in root.glob("seed-*") if (d / "config.yaml").is_file())
         if seeds:
@@ -121,14 +131,19 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
 
 
 def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.device = torch.device("cpu"),
-            loaded: tuple[TaskModel, dict[str, Any], Tokenizer] | None = None) -> Iterator[dict[str, Any]]:
+            loaded: tuple[TaskModel | Forward, dict[str, Any], Tokenizer] | None = None,
+            runtime: str = "torch") -> Iterator[dict[str, Any]]:
     """Predictions for records, streamed in chunks of PREDICT_BATCH × 4.
 
+    Both runtimes share the tokenization, the length-sorted batches and the decoding; only the
+    forward pass differs (torch on `device`, or onnxruntime on its own providers).
+
     Args:
-        loaded: ``load_task(model_dir)``'s result when the caller already has it.
+        loaded: ``load_task(model_dir, runtime)``'s result when the caller already has it.
+        runtime: "torch" (a task dir or Hugging Face checkpoint) or "onnx" (an ``export --format onnx`` dir).
     """
-    model, record, tok = loaded or load_task(model_dir)
-    model.to(device)
+    model, record, tok = loaded or load_task(model_dir, runtime)
+    forward = torch_forward(model.to(device), device) if isinstance(model, nn.Module) else model
     task = _task_of(record)
     pad = special_tokens(tok).pad_token_id
     labels = record["labels"]
@@ -137,17 +152,17 @@ def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.dev
     for rec in records:
         chunk.append(rec)
         if len(chunk) == PREDICT_BATCH * 4:
-            yield from _predict_chunk(model, task, tok, pad, labels, fields, chunk, device)
+            yield from _predict_chunk(forward, task, tok, pad, labels, fields, chunk)
             chunk = []
     if chunk:
-        yield from _predict_chunk(model, task, tok, pad, labels, fields, chunk, device)
+        yield from _predict_chunk(forward, task, tok, pad, labels, fields, chunk)
 
 
-def _predict_chunk(model, task, tok, pad, labels, fields, records, device) -> Iterator[dict[str, Any]]:
+def _predict_chunk(forward: Forward, task, tok, pad, labels, fields, records) -> Iterator[dict[str, Any]]:
     if task.family == "qa":
         examples = [QAExample(str(i), r[fields[0]], r[fields[1]], [], False, "") for i, r in enumerate(records)]
         features = task.encode(examples, tok)
-        raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+        raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
         preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
                           max_answer_length=task.max_answer_length or 30)
         for p in preds:
@@ -158,7 +173,7 @@ def _predict_chunk(model, task, tok, pad, labels, fields, records, device) -> It
         sentences = [Sentence([w for w, _, _ in ws] or [""], ["O"] * max(1, len(ws)), i, "input")
                      for i, ws in enumerate(words)]
         features = task.encode(sentences, tok, labels)
-        raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+        raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
         ids = [np.argmax(x, -1) for x in raw["logits"]]
         tags = word_tags(features, ids, labels)
         for r, ws, t in zip(records, words, tags):
@@ -167,7 +182,7 @@ def _predict_chunk(model, task, tok, pad, labels, fields, records, device) -> It
     examples = [Example(r[fields[0]], r[fields[1]] if len(fields) > 1 else None,
                         labels[0] if labels else 0.0, i, "input") for i, r in enumerate(records)]
     features = task.encode(examples, tok, labels or None)
-    raw = predict_features(model, features, pad, PREDICT_BATCH, device)
+    raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
     for logits in raw["logits"]:
         if task.family == "regression":
             yield {"score": round(float(logits), 6)}

@@ -32,130 +32,8 @@ from electrolite.metrics import entity_scores, squad_v1
 from electrolite.tasks import CONLL2003_TAGS
 from electrolite.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-from .conftest import TINY, cli, cli_ok, snapshot
-
-TASK_FILES = {"config.yaml", "tokenizer.json", "model.safetensors", "metrics.jsonl", "eval_results.json",
-              "predictions-dev.jsonl"}
-QUICK = ["--max-train-examples", 200, "--epochs", 2, "--max-length", 64, "--no-progress"]
-SQUAD_ARTICLES = 13  # all but the last 10 (3 articles) are trained on
-VOCAB = Path(__file__).parent / "data" / "gutenberg-wordpiece-2000.txt"
-
-
-def user_error(r, message: str | None = None) -> str:
-    """Exit 2 and exactly one stderr line `electrolite: error: MESSAGE`; returns the message."""
-    assert r.rc == 2, f"exit {r.rc}, stderr:\n{r.err}"
-    assert "Traceback" not in r.err
-    assert len(r.err_lines) == 1, r.err
-    assert r.err_lines[0].startswith("electrolite: error: "), r.err_lines[0]
-    text = r.err_lines[0].removeprefix("electrolite: error: ")
-    if message is not None:
-        assert text == message
-    return text
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def out_rows(r) -> list[dict]:
-    return [json.loads(line) for line in r.out.splitlines() if line.strip()]
-
-
-def eval_lines(task_dir: Path, metric: str) -> list[dict]:
-    return [m for m in jsonl(task_dir / "metrics.jsonl") if metric in m]
-
-
-def assert_no_task_dir(out: Path) -> None:
-    assert not out.exists()
-    assert not out.with_name(f".{out.name}.tmp").exists()
-
-
-# --- pre-trained runs and data -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fixed_corpus(books: Path, tmp_path_factory) -> Path:
-    """`books` in 64-token sequences with the fixed vocabulary: the same corpus in every process."""
-    out = tmp_path_factory.mktemp("ft-corpus") / "books-64"
-    cli_ok("prepare", books, "--tokenizer", VOCAB, "--seq-len", 64, "--out", out, "--no-progress")
-    return out
-
-
-@pytest.fixture(scope="module")
-def electra(fixed_corpus: Path, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("ft-runs") / "electra"
-    cli_ok("pretrain", "--corpus", fixed_corpus, "--out", run, *TINY, "--objective", "electra", "--steps", 20,
-           "--batch-size", 8, "--seed", 0, "--save-every", 20)
-    return run
-
-
-@pytest.fixture(scope="module")
-def mlm(fixed_corpus: Path, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("ft-runs") / "mlm"
-    cli_ok("pretrain", "--corpus", fixed_corpus, "--out", run, *TINY, "--objective", "mlm", "--steps", 10,
-           "--batch-size", 8, "--seed", 0, "--save-every", 10)
-    return run
-
-
-@pytest.fixture(scope="module")
-def glue(shared_data: Path) -> Path:
-    if not (shared_data / "glue" / "SST-2" / "dev.tsv").is_file():
-        pytest.skip("GLUE data missing")
-    return shared_data / "glue"
-
-
-def read_conll_sentences(path: Path, n: int) -> list[list[tuple[str, str]]]:
-    """The first n sentences of a CoNLL-2003 file as (word, tag) lists."""
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if not fields or fields[0] == "-DOCSTART-":
-            if current:
-                sentences.append(current)
-                current = []
-                if len(sentences) == n:
-                    break
-            continue
-        current.append((fields[0], fields[-1]))
-    return sentences
-
-
-@pytest.fixture(scope="module")
-def conll_small(shared_data: Path, tmp_path_factory) -> tuple[Path, dict[str, list]]:
-    """CoNLL-2003 in its own 4-column format, the first 1000 sentences of train and 200 of valid."""
-    src = shared_data / "conll2003"
-    if not (src / "valid.txt").is_file():
-        pytest.skip("CoNLL-2003 data missing")
-    folder = tmp_path_factory.mktemp("conll") / "conll2003"
-    folder.mkdir()
-    split_sentences = {}
-    for name, n in (("train", 1000), ("valid", 200)):
-        sentences = read_conll_sentences(src / f"{name}.txt", n)
-        lines = ["-DOCSTART- -X- -X- O", ""]
-        for s in sentences:
-            lines += [f"{w} X X {t}" for w, t in s] + [""]
-        (folder / f"{name}.txt").write_text("\n".join(lines), encoding="utf-8")
-        split_sentences[name] = sentences
-    return folder, split_sentences
-
-
-@pytest.fixture(scope="module")
-def squad_small(shared_data: Path, tmp_path_factory) -> tuple[Path, list[dict]]:
-    """A dev-v1.1.json of 13 articles (first paragraph, at most 4 questions each); the last 10 are held out."""
-    src = shared_data / "squad-v1.1" / "dev-v1.1.json"
-    if not src.is_file():
-        pytest.skip("SQuAD data missing")
-    data = json.loads(src.read_text(encoding="utf-8"))
-    articles = [{"title": a["title"], "paragraphs": [{"context": a["paragraphs"][0]["context"],
-                                                      "qas": a["paragraphs"][0]["qas"][:4]}]}
-                for a in data["data"][:SQUAD_ARTICLES]]
-    folder = tmp_path_factory.mktemp("squad") / "squad"
-    folder.mkdir()
-    (folder / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")
-    held_out = [dict(q, context=a["paragraphs"][0]["context"]) for a in articles[-10:]
-                for q in a["paragraphs"][0]["qas"]]
-    return folder, held_out
-
+from .conftest import (QUICK, SQUAD_ARTICLES, TASK_FILES, assert_no_task_dir, cli, cli_ok, eval_lines, glue_dev, jsonl,
+                       out_rows, snapshot, user_error)
 
 @pytest.fixture(scope="module")
 def book_sentences(shared_data: Path) -> list[str]:
@@ -228,14 +106,6 @@ def builtin(electra, glue, conll_small, squad_small, tmp_path_factory):
         return cache[name]
 
     return get
-
-
-def glue_dev(path: Path, label: str) -> list[tuple[int, str, list[str]]]:
-    """(line, label, fields) of each row of a GLUE dev.tsv."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    header = lines[0].split("\t")
-    return [(n, fields[header.index(label)], fields)
-            for n, fields in enumerate((line.split("\t") for line in lines[1:]), start=2)]
 
 
 @pytest.mark.parametrize("name", list(MAIN))
