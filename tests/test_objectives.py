@@ -23,7 +23,7 @@ from electrolite.objectives import (
     Masker,
     MaskedLM,
     build_objective,
-    gumbel_sample,
+    sample_from_logits,
     make_inputs,
     sop_swap,
 )
@@ -430,15 +430,26 @@ def test_each_electra_loss_reaches_the_shared_embeddings(which):
         assert disc_side > 0 and gen_side == 0
 
 
-def test_gumbel_sample_matches_softmax():
+def test_sample_from_logits_matches_softmax():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5], requires_grad=True)
     torch.manual_seed(0)
     for temperature in (1.0, 2.0):
-        draws = gumbel_sample(logits.expand(200_000, 5), temperature)
+        draws = sample_from_logits(logits.expand(200_000, 5), temperature)
         assert draws.dtype == torch.long and not draws.requires_grad
         freq = torch.bincount(draws, minlength=5).float() / draws.numel()
         expected = torch.softmax(logits.detach() / temperature, -1)
         torch.testing.assert_close(freq, expected, rtol=0, atol=0.005)
+
+
+def test_sample_from_logits_never_draws_impossible_ids():
+    torch.manual_seed(0)
+    logits = torch.full((50_000, 30), float("-inf"))
+    logits[:, [0, 29]] = 0.0  # only the first and the last id are possible; every edge of the CDF
+    logits[::2, 0] = float("-inf")  # even rows: only the last id
+    draws = sample_from_logits(logits.to(torch.bfloat16))
+    assert set(draws.unique().tolist()) <= {0, 29}
+    assert (draws[::2] == 29).all()
+    assert abs((draws[1::2] == 0).float().mean().item() - 0.5) < 0.01
 
 
 def test_sample_equal_to_original_is_labelled_original():

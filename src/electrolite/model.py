@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from electrolite.config import EncoderConfig
 
@@ -63,9 +64,24 @@ class SelfAttention(nn.Module):
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         qkv = F.linear(x, w, bias).view(b, t, 3, self.num_heads, h // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            out = cpu_bf16_attention(q, k, v, attn_mask, dropout_p)
+        else:  # fp32 on CPU: the fused kernel is fastest; CUDA: flash / memory-efficient kernels
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return out.transpose(1, 2).reshape(b, t, h)  # (B, T, H)
+
+
+def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+                       dropout_p: float) -> torch.Tensor:
+    """Attention for bf16 inputs on CPU, computed in fp32 batched products.
+
+    torch's fused CPU attention kernel is slow for bf16 (forward + backward of a (32, 4, 128, 64)
+    batch: 100 CPU-ms), and per-head (128 × 64) products are too small for AMX tiles to pay, so
+    the fp32 path of the math kernel wins (44 CPU-ms); BENCHMARKS.md has the profile.
+    """
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
 class SelfOutput(nn.Module):

@@ -308,12 +308,21 @@ def rank_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (u / (n_pos * n_neg)).float()
 
 
-def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Sample ids from softmax(logits / temperature) by Gumbel-max, in fp32, without gradient."""
+def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Draw one id per row from softmax(logits / temperature), in fp32, without gradient.
+
+    Inverse-CDF sampling (one uniform per row, a cumulative sum and a binary search) draws from
+    exactly the distribution Gumbel-max does, with N uniforms instead of N × V plus two logarithms:
+    on a (614, 30522) generator output 107 CPU-ms against 400 (BENCHMARKS.md). A zero-probability
+    id is never drawn.
+    """
     with torch.no_grad():
-        z = logits.detach().float() / temperature
-        u = torch.rand_like(z).clamp_(min=1e-9, max=1.0 - 1e-7)
-        return (z - torch.log(-torch.log(u))).argmax(-1)
+        z = logits.detach().float()
+        probs = torch.softmax(z if temperature == 1.0 else z / temperature, dim=-1)  # (N, V)
+        cdf = probs.cumsum_(-1)
+        u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # in [0, total)
+        ids = torch.searchsorted(cdf, u, right=True).squeeze(1)  # first id whose cdf exceeds u
+        return ids.clamp_(max=cdf.shape[-1] - 1)
 
 
 class Electra(nn.Module):
@@ -342,7 +351,7 @@ class Electra(nn.Module):
         # Replace every selected position with a sample; a sample equal to the original is
         # labelled original, exactly (corrupted != original).
         corrupted = original.clone()
-        corrupted[inputs["mlm_mask"]] = gumbel_sample(gen_logits, self.objective.temperature)
+        corrupted[inputs["mlm_mask"]] = sample_from_logits(gen_logits, self.objective.temperature)
         labels = (corrupted != original) & attention  # (B, T)
 
         disc_hidden = self.discriminator(corrupted, attention, types)  # (B, T, H)

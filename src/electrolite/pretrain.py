@@ -19,7 +19,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -193,6 +193,30 @@ class MetricsLog:
             self.tb.close()
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[dict[str, torch.Tensor]],
+               accumulation: int, device: torch.device, precision: str, max_grad_norm: float
+               ) -> tuple[dict[str, float], torch.Tensor, bool]:
+    """One optimizer step over `accumulation` micro-batches of objective inputs (make_inputs).
+
+    Returns the micro-batch-averaged metrics, the gradient norm before clipping, and whether the
+    update was applied (a non-finite loss or gradient skips it, leaving the weights untouched).
+    """
+    parts: dict[str, float] = {}
+    for inputs in micro_batches:
+        with autocast(device, precision):
+            out = model(to_device(inputs, device))
+        (out.loss / accumulation).backward()
+        for k, v in out.metrics().items():
+            parts[k] = parts.get(k, 0.0) + v / accumulation
+    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+                 if max_grad_norm > 0 else torch.tensor(0.0))
+    applied = math.isfinite(parts["loss"]) and bool(torch.isfinite(grad_norm))
+    if applied:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return parts, grad_norm, applied
+
+
 def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train (or resume) a run; returns its final summary."""
     # --- setup ---------------------------------------------------------------------------------
@@ -261,21 +285,11 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 break
             started = time.perf_counter()
             set_lr(optimizer, t.learning_rate, linear_schedule(step, warmup, t.steps))
-            parts: dict[str, float] = {}
-            for _ in range(t.gradient_accumulation_steps):
-                inputs = make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
-                with autocast(device, t.precision):
-                    out = model(to_device(inputs, device))
-                (out.loss / t.gradient_accumulation_steps).backward()
-                for k, v in out.metrics().items():
-                    parts[k] = parts.get(k, 0.0) + v / t.gradient_accumulation_steps
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                         if t.max_grad_norm > 0 else torch.tensor(0.0))
-            if math.isfinite(parts["loss"]) and torch.isfinite(grad_norm):
-                optimizer.step()
-            else:
-                skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+            micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
+                     for _ in range(t.gradient_accumulation_steps))
+            parts, grad_norm, applied = train_step(model, optimizer, micro, t.gradient_accumulation_steps,
+                                                   device, t.precision, t.max_grad_norm)
+            skipped += not applied
             step += 1
             took = time.perf_counter() - started
             elapsed += took
