@@ -63,7 +63,7 @@ def sst2_task(max_length: int = 32):
 
 def ft_config(tmp_path: Path, **kw) -> FinetuneConfig:
     values = dict(task="sst2", model="unit", out=str(tmp_path / "task"), batch_size=8, epochs=2, progress=False,
-                  device="cpu", learning_rate=1e-3)
+                  device="cpu", learning_rate=1e-3, precision="fp32")
     values.update(kw)
     return FinetuneConfig(**values)
 
@@ -193,6 +193,38 @@ def test_a_tie_keeps_the_earlier_epoch(tok, tmp_path, monkeypatch):
     assert summary["best_epoch"] == 1
     saved = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(v, calls[0][k]) for k, v in saved.items())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_resolved_used_and_recorded(tok, tmp_path, monkeypatch, native):
+    """precision auto: training and evaluation get the resolved value, eval_results.json records it,
+    config.yaml keeps auto."""
+    import yaml
+
+    from electrolite import distributed
+    monkeypatch.setattr(distributed, "cpu_has_bf16_matmul", lambda: native)
+    used = []
+    real_autocast = finetune.autocast
+
+    def spy_autocast(device, precision):
+        used.append(precision)
+        return real_autocast(device, "fp32")  # computing in fp32 is enough: this checks the plumbing
+
+    monkeypatch.setattr(finetune, "autocast", spy_autocast)
+
+    def fake_score(task, model, examples, features, labels, pad_id, batch_size, device, precision):
+        used.append(("score", precision))
+        return {"accuracy": 0.5}, [{"line": ex.line} for ex in examples]
+
+    monkeypatch.setattr(finetune, "score", fake_score)
+    out = tmp_path / "task"
+    summary = run_one(ft_config(tmp_path, epochs=1, precision="auto"), out, sst2_task(), sst2_data(),
+                      loaded_encoder(tok))
+    expected = "bf16" if native else "fp32"
+    assert used == [expected] * summary["steps"] + [("score", expected)]
+    assert summary["precision"] == expected and summary["compiled"] is False
+    assert json.loads((out / "eval_results.json").read_text())["precision"] == expected
+    assert yaml.safe_load((out / "config.yaml").read_text())["finetune"]["precision"] == "auto"
 
 
 # --- length bucketing --------------------------------------------------------------------------

@@ -32,7 +32,8 @@ PRETRAIN_SHORTCUTS = {
     "seed": ("train.seed", int, "Random seed."),
     "save-every": ("train.save_every", int, "Checkpoint every K steps."),
     "budget": ("train.budget", str, "Wall-clock budget, e.g. 30m or 2h: stops cleanly with a checkpoint."),
-    "precision": ("train.precision", str, "fp32 or bf16 (autocast)."),
+    "precision": ("train.precision", str, "auto (bf16 where the CPU or GPU has native bf16, else fp32), fp32 "
+                  "or bf16 (autocast)."),
     "lr": ("train.learning_rate", float, "Peak learning rate."),
     "masking": ("objective.masking", str, "token, whole_word or ngram."),
 }
@@ -126,7 +127,7 @@ FINETUNE_SHORTCUTS = {
     "train": ("train_file", str), "dev": ("dev_file", str), "text-columns": ("text_columns", str),
     "label-column": ("label_column", str), "epochs": ("epochs", int), "seed": ("seed", int),
     "seeds": ("seeds", int), "batch-size": ("batch_size", int), "lr": ("learning_rate", float),
-    "max-length": ("max_length", int), "precision": ("precision", str),
+    "max-length": ("max_length", int), "precision": ("precision", str), "compile": ("compile", str),
     "max-train-examples": ("max_train_examples", int),
 }
 
@@ -313,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch size (default 32)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: by width, as ELECTRA)")
     p.add_argument("--max-length", type=int, help="longest input in tokens (default: the task's)")
-    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="bf16 autocast or fp32; auto (default): bf16 where the CPU or GPU has native bf16")
+    p.add_argument("--compile", choices=["auto", "on", "off"],
+                   help="torch.compile the encoder; auto (default): on for CUDA, off on CPU")
     p.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)

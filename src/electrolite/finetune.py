@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from electrolite import checkpoint, config as cfgmod
 from electrolite.config import FinetuneConfig
-from electrolite.distributed import autocast, resolve_device
+from electrolite.distributed import autocast, maybe_compile, resolve_device, resolve_precision
 from electrolite.errors import UserError
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
 from electrolite.tasks import Task, TaskData, get_task
@@ -73,7 +73,7 @@ Forward = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def torch_forward(model: TaskModel, device: torch.device, precision: str = "fp32") -> Forward:
-    """The TaskModel (put in eval mode) as a Forward, gradient-free, on `device` with `precision`."""
+    """The TaskModel (put in eval mode) as a Forward, gradient-free, on `device` with `precision` (fp32 or bf16)."""
     model.eval()
 
     @torch.no_grad()
@@ -159,6 +159,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     """Fine-tune one seed into `out`; returns the best epoch's results."""
     # --- setup ---------------------------------------------------------------------------------
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)  # config.yaml keeps cfg.precision as given
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tok = loaded.tokenizer
@@ -171,6 +172,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     train_features = task.encode(train, tok, labels or None, training=True)
     evals = {split: (examples, task.encode(examples, tok, labels or None)) for split, examples in data.evals.items()}
     model = new_task_model(loaded, task.family, len(labels), task.max_length).to(device)
+    compiled = maybe_compile([model.encoder], cfg.compile, device)
     hidden = loaded.config.hidden_size
     lr = cfg.resolved_learning_rate(hidden)
     decay = cfg.resolved_layer_decay(hidden)
@@ -195,12 +197,13 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     step = 0
     started = time.perf_counter()
     # --- loop ----------------------------------------------------------------------------------
-    bar = tqdm(total=total, disable=not cfg.progress, desc=f"{task.name} seed {cfg.seed}", unit="step")
+    bar = tqdm(total=total, disable=not cfg.progress, desc=f"{task.name} seed {cfg.seed} {precision}",
+               unit="step")
     for epoch in range(1, epochs + 1):
         model.train()
         for idx in bucket_batches(train_features.lengths, cfg.batch_size, rng):
             set_lr(optimizer, lr, linear_schedule(step, warmup, total))
-            with autocast(device, cfg.precision):
+            with autocast(device, precision):
                 loss = model(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
             loss.backward()
             if cfg.max_grad_norm > 0:
@@ -217,7 +220,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
         results, predictions = {}, {}
         for split, (examples, features) in evals.items():
             results[split], predictions[split] = score(task, model, examples, features, labels, pad_id,
-                                                       cfg.batch_size * 2, device, cfg.precision)
+                                                       cfg.batch_size * 2, device, precision)
         metrics_file.write(json.dumps({"step": step, "epoch": epoch, **{
             f"{s}_{k}": round(v, 6) for s, r in results.items() for k, v in r.items()}}) + "\n")
         metrics_file.flush()
@@ -232,7 +235,8 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     summary = {"task": task.name, "seed": cfg.seed, "best_epoch": best["epoch"], "epochs": epochs,
                "main_metric": f"{main_split}_{task.main_metric}", "main": best["main"],
                "results": best["results"], "train_examples": len(train), "steps": step,
-               "seconds": round(time.perf_counter() - started, 1), "note": data.note}
+               "seconds": round(time.perf_counter() - started, 1), "precision": precision, "compiled": compiled,
+               "note": data.note}
     checkpoint.write_json(summary, out / "eval_results.json")
     return summary
 
@@ -276,7 +280,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                     for i in range(cfg.seeds)]
             summary = {"task": task.name, "seeds": [r["seed"] for r in runs], "main_metric": runs[0]["main_metric"],
                        "median": statistics.median(r["main"] for r in runs), "spread": aggregate(runs),
-                       "note": data.note}
+                       "precision": runs[0]["precision"], "compiled": runs[0]["compiled"], "note": data.note}
             checkpoint.write_json(summary, tmp / "results.json")
         tmp.replace(out) if not out.exists() else (shutil.rmtree(out), tmp.replace(out))
     except BaseException:

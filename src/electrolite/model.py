@@ -201,8 +201,10 @@ class Encoder(nn.Module):
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (B, T, E) -> (B, T, H)
         attn_mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
             # (B, 1, 1, T): True where a key may be attended to; broadcast over heads and queries.
+            # Eager without padding (packed rows): no mask, so attention takes its unmasked kernels;
+            # traced (compile, ONNX export): always the mask, no data-dependent branch.
             attn_mask = attention_mask.bool()[:, None, None, :]
         x, states = self.encoder(x, attn_mask, output_hidden_states)
         return (x, states) if output_hidden_states else x

@@ -26,15 +26,17 @@ import torch
 from electrolite import checkpoint, config as cfgmod, flops
 from electrolite.config import PretrainConfig
 from electrolite.dataset import EpochSampler, PretrainingCorpus
-from electrolite.distributed import autocast, resolve_device, to_device
+from electrolite.distributed import autocast, maybe_compile, resolve_device, resolve_precision, to_device
 from electrolite.errors import UserError
+from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
 from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
-                     "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device"}
+                     "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device",
+                     "train.precision", "train.compile"}
 EVAL_SEED = 12345
 
 
@@ -111,8 +113,12 @@ def prepare_run_dir(setup: Setup) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches: int) -> dict[str, float]:
-    """Validation metrics on the first `batches` validation batches with fixed, seeded masks and samples."""
+def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches: int,
+             precision: str) -> dict[str, float]:
+    """Validation metrics on the first `batches` validation batches with fixed, seeded masks and samples.
+
+    `precision` is resolved: fp32 or bf16 (``distributed.resolve_precision``).
+    """
     if setup.valid is None:
         return {}
     was_training = model.training
@@ -127,7 +133,7 @@ def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches
         for start in range(0, min(len(setup.valid), batches * b), b):
             idx = torch.arange(start, min(start + b, len(setup.valid))).numpy()
             inputs = make_inputs(setup.valid.batch(idx), setup.masker, setup.cfg.objective.sop, gen)
-            with autocast(device, setup.cfg.train.precision):
+            with autocast(device, precision):
                 out = model(to_device(inputs, device))
             for k, v in out.metrics().items():
                 totals[k] = totals.get(k, 0.0) + v
@@ -160,9 +166,14 @@ class StopFlag:
 
 
 class MetricsLog:
-    """metrics.jsonl (+ optional TensorBoard); on resume, lines past the checkpoint are dropped."""
+    """metrics.jsonl (+ optional TensorBoard); on resume, lines past the checkpoint are dropped.
 
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool):
+    `first` (how the run computes: resolved precision, compiled) goes into the file's first line;
+    a resumed run's lines stay as an uninterrupted run's would be (its summary.json says how it ran).
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool, first: dict[str, Any] | None = None):
+        self.first = dict(first or {})
         self.path = run_dir / "metrics.jsonl"
         self.valid_steps: set[int] = set()  # steps that already have a validation line
         if self.path.exists():
@@ -170,6 +181,8 @@ class MetricsLog:
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept))
             self.valid_steps = {r["step"] for r in map(json.loads, kept) if any(k.startswith("valid_") for k in r)}
+            if kept:
+                self.first = {}
         self.file = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
@@ -180,11 +193,12 @@ class MetricsLog:
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
+        record, self.first = {**record, **self.first}, {}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.tb is not None:
             for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
                     self.tb.add_scalar(k, v, record["step"])
 
     def close(self) -> None:
@@ -198,8 +212,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
                ) -> tuple[dict[str, float], torch.Tensor, bool]:
     """One optimizer step over `accumulation` micro-batches of objective inputs (make_inputs).
 
-    Returns the micro-batch-averaged metrics, the gradient norm before clipping, and whether the
-    update was applied (a non-finite loss or gradient skips it, leaving the weights untouched).
+    `precision` is resolved: fp32 or bf16 (``distributed.resolve_precision``). Returns the
+    micro-batch-averaged metrics, the gradient norm before clipping, and whether the update was
+    applied (a non-finite loss or gradient skips it, leaving the weights untouched).
     """
     parts: dict[str, float] = {}
     for inputs in micro_batches:
@@ -226,8 +241,10 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     resuming = prepare_run_dir(setup)
     run_dir = Path(cfg.out)
     device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)  # config.yaml keeps "auto": a resume decides again
     model = setup.build_model().to(device)
     model.train()
+    compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate), t.learning_rate,
                       (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
     mask_gen = torch.Generator().manual_seed(t.seed + 1)
@@ -246,7 +263,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         cfgmod.save_yaml(cfgmod.to_dict(cfg), run_dir / "config.yaml")
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
     warmup = t.resolved_warmup_steps
-    log = MetricsLog(run_dir, step, t.tensorboard)
+    log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled})
     flops_step = setup.flops
     tokens_per_step = t.batch_size * t.gradient_accumulation_steps * setup.seq_len
 
@@ -261,7 +278,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         checkpoint.save_weights(model, run_dir / "model.safetensors", {"step": str(step)})
 
     def log_eval() -> dict[str, float]:
-        metrics = evaluate(model, setup, device, t.eval_batches)
+        metrics = evaluate(model, setup, device, t.eval_batches, precision)
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
             log.valid_steps.add(step)
             log.write({"step": step, **{k: round(v, 6) for k, v in metrics.items()},
@@ -271,7 +288,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     initial = log_eval() if step == 0 else {}  # the untrained model: what training must beat
     from tqdm import tqdm
     bar = tqdm(total=t.steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True,
-               desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size}")
+               desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size} {precision}")
     stop_reason = "completed"
     window_time, window_steps = 0.0, 0
     # --- loop ----------------------------------------------------------------------------------
@@ -288,7 +305,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
                      for _ in range(t.gradient_accumulation_steps))
             parts, grad_norm, applied = train_step(model, optimizer, micro, t.gradient_accumulation_steps,
-                                                   device, t.precision, t.max_grad_norm)
+                                                   device, precision, t.max_grad_norm)
             skipped += not applied
             step += 1
             took = time.perf_counter() - started
@@ -316,7 +333,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         save(stop_reason)
     log.close()
     summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
-               "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped,
+               "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped, "precision": precision,
+               "compiled": compiled,
                "paper_flops": flops_step.paper_flops_per_step * step,
                "model_flops": flops_step.model_flops_per_step * step, **final}
     summary.update({f"initial_{k}": v for k, v in initial.items()})

@@ -193,7 +193,7 @@ def test_a_task_dir_is_a_starting_point_too(builtin, glue, tmp_path):
     sst2, _, _ = builtin("sst2")
     out = tmp_path / "mrpc-from-sst2"
     cli_ok("finetune", "--model", sst2, "--task", "mrpc", "--data", glue / "MRPC", "--out", out,
-           "--max-train-examples", 32, "--epochs", 1, "--max-length", 64, "--no-progress")
+           "--max-train-examples", 32, "--epochs", 1, "--max-length", 64, "--precision", "fp32", "--no-progress")
     record = yaml.safe_load((out / "config.yaml").read_text())["task_model"]
     assert record["source"] == "task-dir" and record["task"] == "mrpc" and record["labels"] == ["0", "1"]
     assert len(jsonl(out / "predictions-dev.jsonl")) == 408
@@ -206,7 +206,8 @@ def test_finetuning_learns_a_keyword_task_from_real_text(electra, keyword, tmp_p
     out = tmp_path / "keyword"
     r = cli_ok("finetune", "--model", electra, "--task", "text-classification", "--train", keyword["train"],
                "--dev", keyword["dev"], "--text-columns", "text", "--label-column", "label", "--out", out,
-               "--max-train-examples", 1200, "--epochs", 5, "--lr", 2e-3, "--max-length", 64, "--no-progress")
+               "--max-train-examples", 1200, "--epochs", 5, "--lr", 2e-3, "--max-length", 64, "--precision", "fp32",
+               "--no-progress")
     gold = [label for _, label in keyword["dev_rows"]]
     majority = max(Counter(gold).values()) / len(gold)
     assert majority == 0.5
@@ -238,7 +239,8 @@ def test_learns_on_real_sst2_and_conll_slices(electra, glue, conll_small, tmp_pa
     majority-class / all-O baseline (observed: SST-2 0.70 against 0.51; entity F1 0.23 against 0)."""
     out = tmp_path / "sst2"
     cli_ok("finetune", "--model", electra, "--task", "sst2", "--data", glue / "SST-2", "--out", out,
-           "--max-train-examples", 3000, "--epochs", 3, "--lr", 2e-3, "--max-length", 64, "--no-progress")
+           "--max-train-examples", 3000, "--epochs", 3, "--lr", 2e-3, "--max-length", 64, "--precision", "fp32",
+           "--no-progress")
     gold = [label for _, label, _ in glue_dev(glue / "SST-2" / "dev.tsv", "label")]
     majority = max(Counter(gold).values()) / len(gold)
     assert majority == pytest.approx(0.5092, abs=1e-4)
@@ -248,7 +250,8 @@ def test_learns_on_real_sst2_and_conll_slices(electra, glue, conll_small, tmp_pa
 
     out = tmp_path / "conll"
     cli_ok("finetune", "--model", electra, "--task", "conll2003", "--data", conll_small[0], "--out", out,
-           "--max-train-examples", 1000, "--epochs", 3, "--lr", 5e-3, "--max-length", 64, "--no-progress")
+           "--max-train-examples", 1000, "--epochs", 3, "--lr", 5e-3, "--max-length", 64, "--precision", "fp32",
+           "--no-progress")
     sentences = conll_small[1]["valid"]
     gold_tags = [[t for _, t in s] for s in sentences]
     assert entity_scores(gold_tags, [["O"] * len(t) for t in gold_tags])["f1"] == 0.0  # the all-O baseline
@@ -264,7 +267,7 @@ def test_regression_loss_falls_and_scores_correlate(electra, regression, tmp_pat
     cli_ok("finetune", "--model", electra, "--task", "text-classification", "--train", regression["train"],
            "--dev", regression["dev"], "--text-columns", "text", "--label-column", "score", "--regression",
            "--out", out, "--max-train-examples", 1200, "--epochs", 4, "--lr", 3e-3, "--max-length", 64,
-           "--no-progress")
+           "--precision", "fp32", "--no-progress")
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["task_model"]["family"] == "regression" and cfg["task_model"]["labels"] == []
     res = json.loads((out / "eval_results.json").read_text())
@@ -294,7 +297,7 @@ def test_seeds_write_subdirs_and_the_median(electra, regression, tmp_path):
     r = cli_ok("finetune", "--model", electra, "--task", "text-classification", "--train", regression["train"],
                "--dev", regression["dev"], "--text-columns", "text", "--label-column", "score", "--regression",
                "--out", out, "--max-train-examples", 300, "--epochs", 1, "--lr", 3e-3, "--max-length", 64,
-               "--seeds", 3, "--no-progress")
+               "--seeds", 3, "--precision", "fp32", "--no-progress")
     assert {p.name for p in out.iterdir()} == {"seed-0", "seed-1", "seed-2", "results.json"}
     mains = []
     for s in range(3):
@@ -328,7 +331,7 @@ def test_text_classification_jsonl_and_sentence_pairs(electra, keyword, tmp_path
     out = tmp_path / "jsonl"
     cli_ok("finetune", "--model", electra, "--task", "text-classification", "--train", tmp_path / "train.jsonl",
            "--dev", tmp_path / "dev.jsonl", "--text-columns", "body", "--label-column", "y", "--out", out,
-           "--epochs", 1, "--max-length", 64, "--no-progress")
+           "--epochs", 1, "--max-length", 64, "--precision", "fp32", "--no-progress")
     record = yaml.safe_load((out / "config.yaml").read_text())["task_model"]
     assert record["labels"] == ["0", "1"] and record["text_fields"] == ["body"]
     assert [row["line"] for row in jsonl(out / "predictions-dev.jsonl")] == list(range(1, 51))
@@ -343,7 +346,7 @@ def test_text_classification_jsonl_and_sentence_pairs(electra, keyword, tmp_path
     out = tmp_path / "pairs"
     cli_ok("finetune", "--model", electra, "--task", "text-classification", "--train", tmp_path / "pairs-train.csv",
            "--dev", dev, "--text-columns", "first,second", "--label-column", "has_and", "--out", out,
-           "--epochs", 1, "--max-length", 64, "--no-progress")
+           "--epochs", 1, "--max-length", 64, "--precision", "fp32", "--no-progress")
     record = yaml.safe_load((out / "config.yaml").read_text())["task_model"]
     assert record["text_fields"] == ["first", "second"] and record["labels"] == ["no", "yes"]
     res = json.loads((out / "eval_results.json").read_text())

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, cli_ok, read_metrics
-
-VOCAB = Path(__file__).parent / "data" / "gutenberg-wordpiece-2000.txt"
+from .conftest import TINY, VOCAB, cli_ok, read_metrics
 COMMON = ["--steps", 60, "--batch-size", 16, "--lr", 2e-3, "--train.warmup_steps", 6, "--seed", 0,
           "--save-every", 1000, "--train.log_every", 5]
 
@@ -29,20 +27,6 @@ GOLDEN_ELECTRA_VALID_LOSS = 26.292558670043945
 GOLDEN_ELECTRA_T10_VALID_LOSS = 21.385118075779506  # inverse-CDF sampling (was 21.5039 with Gumbel-max draws)
 GOLDEN_MLM_VALID_LOSS = 6.270443848201206
 REL = 1e-3
-
-
-@pytest.fixture(scope="module")
-def golden_corpus(shared_data: Path, tmp_path_factory) -> Path:
-    src = shared_data / "gutenberg-en" / "valid.txt.gz"
-    if not src.is_file():
-        pytest.skip(f"{src} is missing")
-    out = tmp_path_factory.mktemp("golden") / "corpus"
-    cli_ok("prepare", src, "--tokenizer", VOCAB, "--seq-len", 64, "--out", out, "--valid-fraction", 0.03,
-           "--seed", 0, "--no-progress")
-    meta = json.loads((out / "meta.json").read_text())
-    # The slice itself is part of the golden setup: if these move, the shared data changed.
-    assert (meta["num_train"], meta["num_valid"]) == (5933, 213)
-    return out
 
 
 def golden_run(corpus: Path, run: Path, *extra: object) -> tuple[list, list, dict]:

@@ -149,7 +149,7 @@ def test_minilm_finetune_export_and_pipeline_match_predict(minilm, sst2_small, t
     task = tmp_path / "task"
     cli_ok("finetune", "--model", minilm, "--task", "text-classification", "--train", sst2_small["train"],
            "--dev", sst2_small["dev"], "--text-columns", "sentence", "--label-column", "label", "--out", task,
-           "--epochs", 1, "--batch-size", 16, "--max-length", 64, "--no-progress")
+           "--epochs", 1, "--batch-size", 16, "--max-length", 64, "--precision", "fp32", "--no-progress")
     out = tmp_path / "hf"
     assert cli_ok("export", "--format", "hf", task, out).out.splitlines() == [
         f"wrote {out} (BertForSequenceClassification)"]
@@ -236,7 +236,7 @@ def test_evaluate_and_predict_on_exported_task_model_equal_the_task_dir(run, tas
     task_dir, hf_dir = tmp_path / "task", tmp_path / "hf"
     cli_ok("finetune", "--model", request.getfixturevalue(run), "--task", task, "--data", data, "--out", task_dir,
            "--epochs", 1, "--max-train-examples", 64, "--max-length", 128 if task == "squad1" else 64,
-           "--no-progress")
+           "--precision", "fp32", "--no-progress")
     assert cli_ok("export", "--format", "hf", task_dir, hf_dir).out == f"wrote {hf_dir} ({arch})\n"
 
     results, printed = {}, {}
@@ -259,7 +259,7 @@ def test_predict_on_a_classifier_without_electrolite_record_reads_id2label(elect
     """A Hugging Face classifier electrolite did not write: labels from id2label, input field "text"."""
     task_dir, hf_dir = tmp_path / "task", tmp_path / "hf"
     cli_ok("finetune", "--model", electra, "--task", "sst2", "--data", sst2_small["train"].parent, "--out", task_dir,
-           "--epochs", 1, "--max-length", 64, "--no-progress")
+           "--epochs", 1, "--max-length", 64, "--precision", "fp32", "--no-progress")
     cli_ok("export", "--format", "hf", task_dir, hf_dir)
     config = json.loads((hf_dir / "config.json").read_text())
     del config["electrolite_task"]

@@ -52,7 +52,7 @@ def finetuned(electra, glue, conll_small, squad_small, tmp_path_factory):
             data = {"conll": conll_small[0], "squad": squad_small[0]}.get(data, glue / data)
             cli_ok("finetune", "--model", electra, "--task", name, "--data", data, "--out", root / name,
                    "--max-train-examples", n, "--epochs", epochs, "--lr", lr, "--max-length", length,
-                   "--no-progress")
+                   "--precision", "fp32", "--no-progress")
             cache[name] = root / name
         return cache[name]
 
