@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, VOCAB, cli_ok, read_metrics
+from .conftest import TINY, cli_ok, read_metrics
 COMMON = ["--steps", 60, "--batch-size", 16, "--lr", 2e-3, "--train.warmup_steps", 6, "--seed", 0,
           "--save-every", 1000, "--train.log_every", 5]
 
