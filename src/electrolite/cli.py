@@ -93,6 +93,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from electrolite.pretrain import run
     summary = run(pretrain_config_from_args(args))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     keys = [k for k in ("valid_loss", "valid_mlm_accuracy", "valid_rtd_accuracy", "valid_sop_accuracy") if k in summary]
     shown = ", ".join(f"{k} {summary[k]:.4f}" for k in keys)
     print(f"{summary['stop_reason']} at step {summary['step']}/{summary['steps']} in {summary['run']}"

@@ -200,12 +200,18 @@ class EpochSampler:
         return self._rank_indices(self.epoch)[start : start + self.batch_size]
 
     def state_dict(self) -> dict:
-        """``{"epoch", "position"}``: enough to continue with exactly the same batches."""
-        return {"epoch": self.epoch, "position": self.position}
+        """Epoch and position (enough to continue with exactly the same batches), and the layout."""
+        return {"epoch": self.epoch, "position": self.position, "world_size": self.world_size,
+                "batch_size": self.batch_size, "batches_per_epoch": self.batches_per_epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores ``state_dict()``; the sampler must have been built with the same arguments."""
+        """Restores ``state_dict()``. Written with another number of ranks or batch size, the epoch
+        continues from the same fraction of its batches (the rest of that epoch's examples may then
+        differ from an uninterrupted run's; later epochs do not)."""
         epoch, position = int(state["epoch"]), int(state["position"])
+        if (int(state.get("world_size", self.world_size)), int(state.get("batch_size", self.batch_size))) != \
+                (self.world_size, self.batch_size) and state.get("batches_per_epoch"):
+            position = min(self.batches_per_epoch, position * self.batches_per_epoch // int(state["batches_per_epoch"]))
         if epoch < 0 or not 0 <= position <= self.batches_per_epoch:
             raise UserError(f"sampler state {state} does not fit {self.batches_per_epoch} batches per epoch")
         self.epoch, self.position = epoch, position

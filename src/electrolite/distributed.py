@@ -1,6 +1,9 @@
-"""Where and how a recipe computes: device choice, precision, autocast, torch.compile, moving batches.
+"""Where and how a recipe computes: processes (torchrun), device, precision, autocast, torch.compile.
 
-(torchrun data-parallel set-up joins this module when training scales out.)
+Under ``torchrun`` (WORLD_SIZE > 1 in the environment) ``init_distributed`` joins the process group
+(NCCL on CUDA, gloo on CPU) and every collective the recipes need lives here: agreeing on a stop
+(``any_rank``), averaging logged metrics (``mean_over_ranks``), gathering per-rank RNG states
+(``gather``). In a single process each is a no-op returning its input.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import importlib.util
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -27,11 +31,114 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 _warned: set[str] = set()  # compile warnings already printed by this process (once, not once per seed)
 
 
-def resolve_device(name: str) -> torch.device:
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among the training processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that logs, writes checkpoints and outputs."""
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join torchrun's process group when there is one (WORLD_SIZE > 1), else a single-process Dist.
+
+    The backend is NCCL when the run computes on CUDA and gloo otherwise; each CUDA process takes
+    the GPU of its LOCAL_RANK.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local)
+
+
+def shutdown(info: Dist) -> None:
+    if info.enabled:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def any_rank(info: Dist, *flags: bool) -> list[bool]:
+    """Each flag, true if it is true on any rank (one all-reduce): stop decisions all ranks agree on."""
+    if not info.enabled:
+        return [bool(f) for f in flags]
+    import torch.distributed as dist
+    t = torch.tensor([float(f) for f in flags], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def mean_over_ranks(info: Dist, values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the ranks (every rank must pass the same keys)."""
+    if not info.enabled or not values:
+        return values
+    import torch.distributed as dist
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t)
+    return {k: v / info.world_size for k, v in zip(keys, t.tolist())}
+
+
+def gather(info: Dist, obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not info.enabled:
+        return [obj]
+    import torch.distributed as dist
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(info: Dist, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not info.enabled:
+        return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _collective_device() -> torch.device:
+    import torch.distributed as dist
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device) -> nn.Module:
+    """The model as the optimizer step sees it: itself in one process, else DistributedDataParallel
+    (which broadcasts rank 0's weights and averages gradients over the ranks)."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def resolve_device(name: str, info: Dist | None = None) -> torch.device:
+    """The device for `name` (auto, cpu, cuda, cuda:N); under torchrun on CUDA, this process's GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"train.device {name}: CUDA is not available on this machine")
+    if name == "cuda" and info is not None and info.enabled:
+        return torch.device("cuda", info.local_rank)
     return torch.device(name)
 
 

@@ -11,6 +11,7 @@ tokenizer.json, model.safetensors, metrics.jsonl and checkpoints/.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,7 +27,9 @@ import torch
 from electrolite import checkpoint, config as cfgmod, flops
 from electrolite.config import PretrainConfig
 from electrolite.dataset import EpochSampler, PretrainingCorpus
-from electrolite.distributed import autocast, maybe_compile, resolve_device, resolve_precision, to_device
+from electrolite.distributed import (Dist, any_rank, autocast, broadcast, gather, init_distributed, maybe_compile,
+                                     mean_over_ranks, resolve_device, resolve_precision, shutdown, to_device,
+                                     wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs
@@ -38,12 +41,13 @@ RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.k
                      "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device",
                      "train.precision", "train.compile"}
 EVAL_SEED = 12345
+RANK_SEED_STRIDE = 1_000_003  # rank r's masking / dropout seeds: seed + r × stride (rank 0: the single-process seeds)
 
 
 class Setup:
     """Everything a pre-training run needs, built from its config and corpus."""
 
-    def __init__(self, cfg: PretrainConfig):
+    def __init__(self, cfg: PretrainConfig, world_size: int = 1):
         if not cfg.corpus:
             raise UserError("pretrain needs --corpus DIR (a directory written by `electrolite prepare`)")
         self.corpus = PretrainingCorpus(cfg.corpus, "train")
@@ -65,7 +69,7 @@ class Setup:
                               self.special.mask_token_id], word_start_mask(self.tokenizer))
         t = self.cfg.train
         self.flops = flops.estimate(model, self.generator_cfg, self.cfg.objective.name, self.cfg.objective.sop,
-                                    1, t.batch_size * t.gradient_accumulation_steps, seq_len,
+                                    1, t.batch_size * t.gradient_accumulation_steps * world_size, seq_len,
                                     self.cfg.objective.mask_prob)
 
     def build_model(self) -> torch.nn.Module:
@@ -208,8 +212,8 @@ class MetricsLog:
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[dict[str, torch.Tensor]],
-               accumulation: int, device: torch.device, precision: str, max_grad_norm: float
-               ) -> tuple[dict[str, float], torch.Tensor, bool]:
+               accumulation: int, device: torch.device, precision: str, max_grad_norm: float,
+               dist: Dist = Dist()) -> tuple[dict[str, float], torch.Tensor, bool]:
     """One optimizer step over `accumulation` micro-batches of objective inputs (make_inputs).
 
     `precision` is resolved: fp32 or bf16 (``distributed.resolve_precision``). Returns the
@@ -217,67 +221,123 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     applied (a non-finite loss or gradient skips it, leaving the weights untouched).
     """
     parts: dict[str, float] = {}
-    for inputs in micro_batches:
-        with autocast(device, precision):
-            out = model(to_device(inputs, device))
-        (out.loss / accumulation).backward()
+    for i, inputs in enumerate(micro_batches):
+        # Data parallel: gradients are averaged over ranks once, on the last micro-batch.
+        sync = contextlib.nullcontext() if not dist.enabled or i == accumulation - 1 else model.no_sync()
+        with sync:
+            with autocast(device, precision):
+                out = model(to_device(inputs, device))
+            (out.loss / accumulation).backward()
         for k, v in out.metrics().items():
             parts[k] = parts.get(k, 0.0) + v / accumulation
     grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                  if max_grad_norm > 0 else torch.tensor(0.0))
-    applied = math.isfinite(parts["loss"]) and bool(torch.isfinite(grad_norm))
+    # Gradients (so their norm) agree over ranks after the all-reduce; a loss is per rank: any
+    # rank's non-finite loss skips the step on all of them.
+    (bad_loss,) = any_rank(dist, not math.isfinite(parts["loss"]))
+    applied = not bad_loss and bool(torch.isfinite(grad_norm))
     if applied:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return parts, grad_norm, applied
 
 
+def on_main(dist: Dist, fn):
+    """fn() on rank 0 only; its result (or its UserError, raised on every rank) reaches all ranks."""
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+    result, error = broadcast(dist, (result, error))
+    if error is not None:
+        raise UserError(error)
+    return result
+
+
+def rng_states(dist: Dist, device: torch.device, mask_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """This step's RNG states of every rank (a collective): rank 0's under the single-process names,
+    the others' as ``<name>_rank<r>``."""
+    mine = {"torch_cpu": torch.get_rng_state(), "masking": mask_gen.get_state()}
+    if device.type == "cuda":
+        mine["torch_cuda"] = torch.cuda.get_rng_state(device)
+    out = {}
+    for r, states in enumerate(gather(dist, mine)):
+        out.update({(k if r == 0 else f"{k}_rank{r}"): v for k, v in states.items()})
+    return out
+
+
+def restore_rng(rng: dict[str, torch.Tensor], state: dict[str, Any], dist: Dist, device: torch.device,
+                mask_gen: torch.Generator, reseed: int) -> None:
+    """Each rank continues its own random streams; on another number of ranks than wrote the checkpoint,
+    ranks without a saved stream start fresh ones (seeded by step and rank): the data order still
+    continues exactly, masks and dropout differ from an uninterrupted run."""
+    suffix = "" if dist.rank == 0 else f"_rank{dist.rank}"
+    if state.get("world_size", 1) == dist.world_size and f"torch_cpu{suffix}" in rng:
+        torch.set_rng_state(rng[f"torch_cpu{suffix}"])
+        mask_gen.set_state(rng[f"masking{suffix}"])
+        if device.type == "cuda" and f"torch_cuda{suffix}" in rng:
+            torch.cuda.set_rng_state(rng[f"torch_cuda{suffix}"], device)
+    else:
+        torch.manual_seed(reseed + RANK_SEED_STRIDE * dist.rank)
+        mask_gen.manual_seed(reseed + 1 + RANK_SEED_STRIDE * dist.rank)
+
+
 def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train (or resume) a run; returns its final summary."""
     # --- setup ---------------------------------------------------------------------------------
-    setup = Setup(cfg)
+    dist = init_distributed(cfg.train.device)
+    setup = Setup(cfg, dist.world_size)
     cfg = setup.cfg
     t = cfg.train
-    resuming = prepare_run_dir(setup)
+    resuming = on_main(dist, lambda: prepare_run_dir(setup))
     run_dir = Path(cfg.out)
-    device = resolve_device(t.device)
+    device = resolve_device(t.device, dist)
     precision = resolve_precision(t.precision, device)  # config.yaml keeps "auto": a resume decides again
-    model = setup.build_model().to(device)
+    model = setup.build_model().to(device)  # the same initial weights on every rank (seeded)
     model.train()
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate), t.learning_rate,
                       (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
-    mask_gen = torch.Generator().manual_seed(t.seed + 1)
-    sampler = EpochSampler(len(setup.corpus), t.batch_size, t.seed)
+    # Masks, samples and dropout differ per rank; rank 0 draws what a single process would.
+    mask_gen = torch.Generator().manual_seed(t.seed + 1 + RANK_SEED_STRIDE * dist.rank)
+    if dist.rank:
+        torch.manual_seed(t.seed + RANK_SEED_STRIDE * dist.rank)
+    sampler = EpochSampler(len(setup.corpus), t.batch_size, t.seed, dist.rank, dist.world_size)
     step, elapsed, skipped = 0, 0.0, 0
     latest = checkpoint.latest_checkpoint(run_dir) if resuming else None
-    if latest is not None:
+    if latest is not None:  # every rank reads the checkpoint (a file system all nodes share)
         state, rng = checkpoint.load_checkpoint(latest, model, optimizer)
         step, elapsed = state["step"], state["elapsed_seconds"]
         sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(rng["torch_cpu"])
-        mask_gen.set_state(rng["masking"])
-        if device.type == "cuda" and "torch_cuda" in rng:
-            torch.cuda.set_rng_state(rng["torch_cuda"], device)
-    if resuming:  # only now: a resume that fails leaves config.yaml as it was
+        restore_rng(rng, state, dist, device, mask_gen, t.seed + step)
+    trained = wrap_data_parallel(model, dist, device)  # DDP broadcasts rank 0's weights
+    if resuming and dist.is_main:  # only now: a resume that fails leaves config.yaml as it was
         cfgmod.save_yaml(cfgmod.to_dict(cfg), run_dir / "config.yaml")
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
     warmup = t.resolved_warmup_steps
-    log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled})
+    global_batch = t.batch_size * t.gradient_accumulation_steps * dist.world_size
+    log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled,
+                                                   "world_size": dist.world_size, "global_batch": global_batch}
+                     ) if dist.is_main else None
     flops_step = setup.flops
-    tokens_per_step = t.batch_size * t.gradient_accumulation_steps * setup.seq_len
+    tokens_per_step = global_batch * setup.seq_len
 
     def save(reason: str) -> None:
-        rng = {"torch_cpu": torch.get_rng_state(), "masking": mask_gen.get_state()}
-        if device.type == "cuda":
-            rng["torch_cuda"] = torch.cuda.get_rng_state(device)
+        rng = rng_states(dist, device, mask_gen)  # a collective: every rank saves at the same steps
+        if not dist.is_main:
+            return
         state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
+                 "world_size": dist.world_size, "global_batch": global_batch,
                  "paper_flops": flops_step.paper_flops_per_step * step,
                  "model_flops": flops_step.model_flops_per_step * step}
         checkpoint.save_checkpoint(run_dir, step, model, optimizer, rng, state, t.keep_last)
         checkpoint.save_weights(model, run_dir / "model.safetensors", {"step": str(step)})
 
     def log_eval() -> dict[str, float]:
+        if not dist.is_main:
+            return {}
         metrics = evaluate(model, setup, device, t.eval_batches, precision)
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
             log.valid_steps.add(step)
@@ -287,25 +347,26 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
 
     initial = log_eval() if step == 0 else {}  # the untrained model: what training must beat
     from tqdm import tqdm
-    bar = tqdm(total=t.steps, initial=step, disable=not t.progress, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and dist.is_main), unit="step", dynamic_ncols=True,
                desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size} {precision}")
     stop_reason = "completed"
     window_time, window_steps = 0.0, 0
     # --- loop ----------------------------------------------------------------------------------
     with StopFlag() as stop:
         while step < t.steps:
-            if elapsed >= budget:
+            over_budget, signalled = any_rank(dist, elapsed >= budget, stop.signal is not None)  # agreed
+            if over_budget:
                 stop_reason = f"budget {t.budget} reached"
                 break
-            if stop.signal:
-                stop_reason = f"stopped by {stop.signal}"
+            if signalled:
+                stop_reason = f"stopped by {stop.signal or 'a signal to another rank'}"
                 break
             started = time.perf_counter()
             set_lr(optimizer, t.learning_rate, linear_schedule(step, warmup, t.steps))
             micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
                      for _ in range(t.gradient_accumulation_steps))
-            parts, grad_norm, applied = train_step(model, optimizer, micro, t.gradient_accumulation_steps,
-                                                   device, precision, t.max_grad_norm)
+            parts, grad_norm, applied = train_step(trained, optimizer, micro, t.gradient_accumulation_steps,
+                                                   device, precision, t.max_grad_norm, dist)
             skipped += not applied
             step += 1
             took = time.perf_counter() - started
@@ -314,9 +375,10 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             window_steps += 1
             bar.update(1)
             if step % t.log_every == 0 or step == t.steps:
+                parts = mean_over_ranks(dist, parts)  # a collective: every rank logs at the same steps
                 tps = tokens_per_step * window_steps / max(window_time, 1e-9)
                 bar.set_postfix(loss=f"{parts['loss']:.3f}", tok_s=f"{tps:,.0f}")
-                log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
+                log and log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
                            "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
                            "tokens_per_second": round(tps, 1), "elapsed_seconds": round(elapsed, 2),
                            "paper_flops": flops_step.paper_flops_per_step * step,
@@ -331,14 +393,17 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     final = log_eval() if step == t.steps or stop_reason != "completed" else {}
     if latest is None or step > state["step"]:  # a resume that took no step keeps its checkpoint as it is
         save(stop_reason)
-    log.close()
+    if log is not None:
+        log.close()
     summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
                "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped, "precision": precision,
-               "compiled": compiled,
+               "compiled": compiled, "world_size": dist.world_size, "global_batch": global_batch,
                "paper_flops": flops_step.paper_flops_per_step * step,
                "model_flops": flops_step.model_flops_per_step * step, **final}
     summary.update({f"initial_{k}": v for k, v in initial.items()})
-    checkpoint.write_json(summary, run_dir / "summary.json")
+    if dist.is_main:
+        checkpoint.write_json(summary, run_dir / "summary.json")
+    shutdown(dist)
     return summary
 
 
