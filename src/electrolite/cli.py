@@ -146,6 +146,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.no_progress:
         values["progress"] = False
     summary = run(cfgmod.build(FinetuneConfig, values))
+    if not summary:  # under torchrun, rank 0 reports
+        return
     if "median" in summary:
         spread = summary["spread"][summary["main_metric"]]
         print(f"{summary['task']}: {summary['main_metric']} median {summary['median']:.4f} over seeds "

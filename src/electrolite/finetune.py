@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import statistics
 import time
@@ -29,7 +30,8 @@ from tqdm.auto import tqdm
 
 from electrolite import checkpoint, config as cfgmod
 from electrolite.config import FinetuneConfig
-from electrolite.distributed import autocast, maybe_compile, resolve_device, resolve_precision
+from electrolite.distributed import (Dist, autocast, init_distributed, maybe_compile, resolve_device, resolve_precision,
+                                     shutdown, wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
 from electrolite.tasks import Task, TaskData, get_task
@@ -155,10 +157,15 @@ def _write_jsonl(rows: Sequence[dict], path: Path) -> None:
     tmp.replace(path)
 
 
-def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) -> dict[str, Any]:
-    """Fine-tune one seed into `out`; returns the best epoch's results."""
+def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, dist: Dist = Dist()
+            ) -> dict[str, Any]:
+    """Fine-tune one seed into `out`; returns the best epoch's results (rank 0; other ranks only train).
+
+    Under torchrun every rank takes every world_size-th length-bucketed batch and DDP averages the
+    gradients; rank 0 alone evaluates and writes.
+    """
     # --- setup ---------------------------------------------------------------------------------
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, dist)
     precision = resolve_precision(cfg.precision, device)  # config.yaml keeps cfg.precision as given
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -173,6 +180,9 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     evals = {split: (examples, task.encode(examples, tok, labels or None)) for split, examples in data.evals.items()}
     model = new_task_model(loaded, task.family, len(labels), task.max_length).to(device)
     compiled = maybe_compile([model.encoder], cfg.compile, device)
+    if dist.rank:  # each rank its own dropout stream (rank 0: the single-process one)
+        torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
+    trained = wrap_data_parallel(model, dist, device)
     hidden = loaded.config.hidden_size
     lr = cfg.resolved_learning_rate(hidden)
     decay = cfg.resolved_layer_decay(hidden)
@@ -180,31 +190,37 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
     groups = param_groups(model, cfg.weight_decay, lr, {n: decay ** (top - d) for n, d in depths.items()})
     optimizer = adamw(groups, lr, (0.9, 0.999), cfg.adam_epsilon, device)
     epochs = cfg.epochs or task.epochs
-    per_epoch = math.ceil(len(train_features) / cfg.batch_size)
+    per_epoch = math.ceil(len(train_features) / cfg.batch_size) // dist.world_size  # optimizer steps per epoch
+    if per_epoch == 0:
+        raise UserError(f"{cfg.task}: {len(train_features)} training examples are too few for batches of "
+                        f"{cfg.batch_size} on {dist.world_size} processes")
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
-    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     record = {"task": task.name, "family": task.family, "labels": labels, "head": loaded.head,
               "text_fields": list(task.text_fields), "label_column": task.label_column, "max_length": task.max_length,
               "doc_stride": task.doc_stride, "max_query_length": task.max_query_length,
               "max_answer_length": task.max_answer_length, "source": loaded.source, "note": data.note}
-    cfgmod.save_yaml({"finetune": cfgmod.to_dict(dataclasses.replace(cfg, seeds=1)),
-                      "encoder": cfgmod.to_dict(loaded.config), "task_model": record}, out / "config.yaml")
-    tok.save(str(out / "tokenizer.json"))
-    metrics_file = open(out / "metrics.jsonl", "w", encoding="utf-8")
+    if dist.is_main:
+        cfgmod.save_yaml({"finetune": cfgmod.to_dict(dataclasses.replace(cfg, seeds=1)),
+                          "encoder": cfgmod.to_dict(loaded.config), "task_model": record}, out / "config.yaml")
+        tok.save(str(out / "tokenizer.json"))
+    metrics_file = open(out / "metrics.jsonl" if dist.is_main else os.devnull, "w", encoding="utf-8")
     main_split = next(iter(evals))
     best: dict[str, Any] = {}
     step = 0
     started = time.perf_counter()
     # --- loop ----------------------------------------------------------------------------------
-    bar = tqdm(total=total, disable=not cfg.progress, desc=f"{task.name} seed {cfg.seed} {precision}",
+    bar = tqdm(total=total, disable=not (cfg.progress and dist.is_main), desc=f"{task.name} seed {cfg.seed} {precision}",
                unit="step")
     for epoch in range(1, epochs + 1):
         model.train()
-        for idx in bucket_batches(train_features.lengths, cfg.batch_size, rng):
+        batches = bucket_batches(train_features.lengths, cfg.batch_size, rng)  # the same list on every rank
+        for idx in batches[dist.rank:per_epoch * dist.world_size:dist.world_size]:
             set_lr(optimizer, lr, linear_schedule(step, warmup, total))
             with autocast(device, precision):
-                loss = model(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
+                loss = trained(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
             loss.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -217,6 +233,8 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
                 metrics_file.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
                                                "lr": optimizer.param_groups[0]["lr"]}) + "\n")
         # --- evaluate, keep the best ---------------------------------------------------------------
+        if not dist.is_main:
+            continue
         results, predictions = {}, {}
         for split, (examples, features) in evals.items():
             results[split], predictions[split] = score(task, model, examples, features, labels, pad_id,
@@ -232,10 +250,13 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded) 
                 _write_jsonl(rows, out / f"predictions-{split}.jsonl")
     bar.close()
     metrics_file.close()
+    if not dist.is_main:
+        return {"seed": cfg.seed}
     summary = {"task": task.name, "seed": cfg.seed, "best_epoch": best["epoch"], "epochs": epochs,
                "main_metric": f"{main_split}_{task.main_metric}", "main": best["main"],
                "results": best["results"], "train_examples": len(train), "steps": step,
                "seconds": round(time.perf_counter() - started, 1), "precision": precision, "compiled": compiled,
+               "world_size": dist.world_size, "global_batch": cfg.batch_size * dist.world_size,
                "note": data.note}
     checkpoint.write_json(summary, out / "eval_results.json")
     return summary
@@ -266,24 +287,31 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     loaded = load_encoder(cfg.model)
     if cfg.from_scratch:
         loaded = from_scratch(loaded, cfg.seed)
-    if data.note:
+    dist = init_distributed(cfg.device)
+    if data.note and dist.is_main:
         print(f"note: {data.note}")
     tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
+    if tmp.exists() and dist.is_main:
         shutil.rmtree(tmp)
     try:
         if cfg.seeds == 1:
-            summary = run_one(cfg, tmp, task, data, loaded)
+            summary = run_one(cfg, tmp, task, data, loaded, dist)
         else:
             runs = [run_one(dataclasses.replace(cfg, seed=cfg.seed + i, out=str(out / f"seed-{cfg.seed + i}")),
-                            tmp / f"seed-{cfg.seed + i}", task, data, loaded)
+                            tmp / f"seed-{cfg.seed + i}", task, data, loaded, dist)
                     for i in range(cfg.seeds)]
+        if not dist.is_main:
+            shutdown(dist)
+            return {}
+        if cfg.seeds > 1:
             summary = {"task": task.name, "seeds": [r["seed"] for r in runs], "main_metric": runs[0]["main_metric"],
                        "median": statistics.median(r["main"] for r in runs), "spread": aggregate(runs),
                        "precision": runs[0]["precision"], "compiled": runs[0]["compiled"], "note": data.note}
             checkpoint.write_json(summary, tmp / "results.json")
         tmp.replace(out) if not out.exists() else (shutil.rmtree(out), tmp.replace(out))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutdown(dist)
     return summary

@@ -98,3 +98,24 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(corpus_dir: Path, two_rank
     assert (summary["step"], summary["world_size"], summary["global_batch"]) == (STEPS + 6, 1, 8)
     moved = max((weights(run)[k] - weights(two_rank_run)[k]).abs().max().item() for k in weights(run))
     assert moved > 0  # it trained on from the 2-rank weights
+
+
+def test_fine_tuning_under_torchrun_writes_one_task_dir(two_rank_run: Path, shared_data: Path, tmp_path: Path):
+    sst2 = shared_data / "glue" / "SST-2"
+    if not (sst2 / "dev.tsv").is_file():
+        pytest.skip("GLUE data missing")
+    out = tmp_path / "sst2"
+    torchrun("-m", "electrolite.cli", "finetune", "--model", two_rank_run, "--task", "sst2", "--data", sst2,
+             "--out", out, "--max-train-examples", 400, "--epochs", 1, "--precision", "fp32", "--no-progress")
+    result = json.loads((out / "eval_results.json").read_text())
+    # 400 examples in 13 batches of 32: 6 optimizer steps of 2 × 32, every rank its own batches
+    assert (result["steps"], result["world_size"], result["global_batch"]) == (6, 2, 64)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "eval_results.json", "metrics.jsonl",
+                                                    "model.safetensors", "predictions-dev.jsonl", "tokenizer.json"]
+    assert not (tmp_path / ".sst2.tmp").exists()
+    predictions = [json.loads(line) for line in (out / "predictions-dev.jsonl").read_text().splitlines()]
+    assert len(predictions) == 872  # written once, by rank 0
+    r = subprocess.run([sys.executable, "-m", "electrolite.cli", "evaluate", "--model", str(out), "--data", str(sst2)],
+                       capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert r.returncode == 0, r.stderr
+    assert f"{result['main']:.4f}" in r.stdout  # the saved weights are the evaluated ones
