@@ -382,6 +382,23 @@ def test_sampler_ranks_are_disjoint_and_cover():
         EpochSampler(15, 8, seed=0, world_size=2)
 
 
+def test_sampler_state_moves_between_numbers_of_ranks():
+    two = EpochSampler(1000, 10, seed=3, rank=1, world_size=2)  # 50 batches per epoch per rank
+    for _ in range(20):
+        two.next_batch()
+    state = two.state_dict()
+    assert (state["world_size"], state["batch_size"], state["position"]) == (2, 10, 20)
+    same = EpochSampler(1000, 10, seed=3, rank=1, world_size=2)
+    same.load_state_dict(state)
+    assert (same.next_batch() == two.next_batch()).all()  # same layout: exactly the next batch
+    one = EpochSampler(1000, 10, seed=3)  # 100 batches per epoch: 40% of the epoch was taken
+    one.load_state_dict(state)
+    assert (one.epoch, one.position) == (0, 40)
+    four = EpochSampler(1000, 5, seed=3, rank=2, world_size=4)  # 50 batches per epoch
+    four.load_state_dict(state)
+    assert four.position == 20
+
+
 # ---------------------------------------------------------------------------------------------
 # the built-in corpus
 # ---------------------------------------------------------------------------------------------
