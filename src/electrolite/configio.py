@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from electrolite.errors import UserError
+from electrolite.errors import UserError, shown, shown_repr
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -36,7 +36,7 @@ def build(cls: type, data: dict[str, Any] | None, where: str = "") -> Any:
     data = dict(data or {})
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(shown(k) for k in data if k not in known)  # YAML keys may be numbers, null, dates
     if unknown:
         names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
         raise UserError(f"unknown config key{'s' if len(unknown) > 1 else ''}: {names}")
@@ -63,7 +63,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]{1,100}", value.strip()):
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -80,7 +80,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)
     else:  # pragma: no cover - our configs only use the four scalar types
         return value
-    raise UserError(f"config {key} must be {tp.__name__}, got {value!r}")
+    raise UserError(f"config {key} must be {tp.__name__}, got {shown_repr(value)}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -102,6 +102,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', None) or 'parse error'})") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid YAML (nested too deeply)") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML cannot build: 2001-13-01, a 5000-digit int
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: invalid YAML value ({shown(reason)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

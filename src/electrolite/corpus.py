@@ -236,6 +236,24 @@ class _Router:
         self.sentences += len(lengths)
 
 
+def _ids_tokenizer(tokenizer: str | Tokenizer) -> tuple[Tokenizer, SpecialTokens]:
+    """A copy of the tokenizer that gives ids only (no padding or truncation), and its special tokens.
+
+    Raises:
+        UserError: an unreadable tokenizer file, or one without the special tokens (naming the file).
+    """
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(os.fspath(tokenizer))
+    tok = Tokenizer.from_str(tok.to_str())  # a copy we may change
+    tok.no_padding()
+    tok.no_truncation()
+    try:
+        return tok, special_tokens(tok)
+    except UserError as e:
+        if isinstance(tokenizer, Tokenizer):
+            raise
+        raise UserError(f"{os.fspath(tokenizer)}: {e}") from None
+
+
 def prepare(files: list[str], tokenizer: str | Tokenizer, seq_len: int, out_dir: str, *, seed: int = 0,
             valid_fraction: float = 0.01, pack_documents: bool = False, short_seq_prob: float = 0.05,
             single_segment_prob: float = 0.1, shard_size: int = 65536, encoding_errors: str = "strict",
@@ -286,11 +304,7 @@ def prepare(files: list[str], tokenizer: str | Tokenizer, seq_len: int, out_dir:
             raise UserError(f"{out_dir} exists and is not a directory")
         if os.listdir(out_dir) and not overwrite:
             raise UserError(f"{out_dir} already exists and is not empty (use --overwrite to replace it)")
-    tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(os.fspath(tokenizer))
-    tok = Tokenizer.from_str(tok.to_str())  # a copy we may change: ids only, no padding/truncation
-    tok.no_padding()
-    tok.no_truncation()
-    special = special_tokens(tok)
+    tok, special = _ids_tokenizer(tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if vocab_size <= 65535 else np.int32
     if workers is None:  # the cores this process may use (a container's, not the host's)

@@ -31,6 +31,7 @@ from electrolite.tasks.classification import Example
 from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
 from electrolite.tasks.qa import QAExample, decode_qa
 from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
+from electrolite.textfiles import lone_surrogate
 from electrolite.tokenizer import load_tokenizer, special_tokens
 
 PREDICT_BATCH = 64
@@ -107,7 +108,15 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
     A line that parses as a JSON object is a record; other lines are the first field's text
     (only for single-text tasks).
     """
-    for n, line in enumerate(texts, 1):
+    lines, n = iter(texts), 0
+    while True:
+        try:
+            line = next(lines)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:  # a file read as text decodes ahead of the line it yields
+            raise UserError(f"{source}: not UTF-8 text after line {n}") from None
+        n += 1
         line = line.rstrip("\n")
         if not line.strip():
             continue
@@ -117,6 +126,8 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{source} line {n}: invalid JSON ({e.msg})") from None
+            except RecursionError:
+                raise UserError(f"{source} line {n}: invalid JSON (nested too deeply)") from None
             if not isinstance(record, dict):
                 raise UserError(f"{source} line {n}: expected a JSON object")
         if record is None:
@@ -127,6 +138,8 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
         missing = [f for f in fields if not isinstance(record.get(f), str)]
         if missing:
             raise UserError(f"{source} line {n}: missing text field(s) {', '.join(missing)}")
+        if any(lone_surrogate(record[f]) for f in fields):  # only JSON escapes make one
+            raise UserError(f"{source} line {n}: a text field holds a lone surrogate escape (not Unicode text)")
         yield record
 
 

@@ -27,6 +27,16 @@ from itertools import chain
 from electrolite.errors import UserError
 
 _CHUNK_BYTES = 1 << 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate, what a JSON ``"\\ud800"`` escape decodes to.
+
+    Such a string is not Unicode text: it cannot be written as UTF-8 and tokenizers refuse it.
+    (Valid UTF-8 never decodes to one, and json joins an escaped surrogate pair into one character.)
+    """
+    return _SURROGATE.search(text) is not None
 
 
 def _iter_line_blocks(
@@ -112,9 +122,16 @@ def iter_documents(path: str, errors: str = "strict", on_read: Callable[[int], N
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise UserError(f"{path} line {lineno}: invalid JSON (nested too deeply)") from None
                 if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                     raise UserError(f'{path} line {lineno}: expected an object with a string "text" field')
                 text = obj["text"].strip()
+                if lone_surrogate(text):
+                    if errors == "strict":
+                        raise UserError(f'{path} line {lineno}: "text" holds a lone surrogate escape, not Unicode '
+                                        "text (use --encoding-errors replace to substitute U+FFFD)")
+                    text = _SURROGATE.sub("\ufffd", text)
                 if text:
                     count += 1
                     yield text

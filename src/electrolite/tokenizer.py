@@ -223,6 +223,9 @@ def _from_vocab_txt(path: str, lowercase: bool) -> Tokenizer:
     return tok
 
 
+_PROBE = "Probe, naïve 日本語 😀 \U0010fffd"  # words and characters no vocabulary has whole: the unknown token
+
+
 def load_tokenizer(path: str, lowercase: bool | None = None) -> Tokenizer:
     """Loads a tokenizer.json, a BERT vocab.txt, or a directory holding either.
 
@@ -248,9 +251,37 @@ def load_tokenizer(path: str, lowercase: bool | None = None) -> Tokenizer:
     if not path.endswith(".json"):
         return _from_vocab_txt(path, True if lowercase is None else lowercase)
     try:
-        return Tokenizer.from_file(path)
+        tok = Tokenizer.from_file(path)
     except Exception as e:  # tokenizers raises a bare Exception for malformed files
-        raise UserError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise UserError(f"{path}: not a valid tokenizer.json ({_first_line(e)})") from None
+    undefined = _template_gaps(json.loads(tok.post_processor.__getstate__())) if tok.post_processor else []
+    if undefined:  # encoding would panic in Rust, which also prints a backtrace
+        raise UserError(f"{path}: not a valid tokenizer.json (the post-processor's template uses "
+                        f"{', '.join(map(repr, undefined))} but does not define it)")
+    try:
+        tok.encode(_PROBE)  # e.g. a model whose unknown token is missing fails here, not halfway through a corpus
+    except Exception as e:
+        raise UserError(f"{path}: not a valid tokenizer.json ({_first_line(e)})") from None
+    except BaseException as e:  # pyo3's PanicException is a BaseException
+        if type(e).__name__ != "PanicException":
+            raise
+        raise UserError(f"{path}: not a valid tokenizer.json (encoding failed: {_first_line(e)})") from None
+    return tok
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _template_gaps(state: dict) -> list[str]:
+    """Special tokens a post-processor's template (TemplateProcessing, maybe in a Sequence) uses but does not define."""
+    if state.get("type") == "Sequence":
+        return [gap for p in state.get("processors", []) for gap in _template_gaps(p)]
+    if state.get("type") != "TemplateProcessing":
+        return []
+    used = {piece["SpecialToken"]["id"] for key in ("single", "pair") for piece in state.get(key, [])
+            if "SpecialToken" in piece}
+    return sorted(used - set(state.get("special_tokens", {})))
 
 
 def _config_lowercase(directory: str) -> bool:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError
+from electrolite.errors import UserError, shown, shown_repr
+from electrolite.textfiles import lone_surrogate
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,13 +187,13 @@ class Example:
 
 def _parse_float(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UserError(f"{where}: label {value!r} is not a number")
+        raise UserError(f"{where}: label {shown_repr(value)} is not a number")
     try:
         number = float(value)
     except ValueError:
-        raise UserError(f"{where}: label {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise UserError(f"{where}: label {value!r} is not a finite number")
+        raise UserError(f"{where}: label {shown_repr(value)} is not a number") from None
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:  # regression targets are float32
+        raise UserError(f"{where}: label {shown_repr(value)} is not a finite number")
     return number
 
 
@@ -207,8 +209,8 @@ def check_labels(examples: Iterable[Example], labels: Sequence[str], seen_in: st
     for ex in examples:
         if ex.label not in allowed:
             origin = f"does not occur in {seen_in}" if seen_in else "is not a label of this task"
-            raise UserError(f"{ex.source} line {ex.line}: label {ex.label!r} {origin} "
-                            f"(labels: {', '.join(labels)})")
+            raise UserError(f"{ex.source} line {ex.line}: label {shown_repr(ex.label)} {origin} "
+                            f"(labels: {', '.join(map(shown, labels))})")
 
 
 def _tsv_rows(path: str, header: bool) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
@@ -230,7 +232,7 @@ def _tsv_rows(path: str, header: bool) -> tuple[list[str] | None, list[tuple[int
 def _column(names: list[str], name: str, path: str) -> int:
     stripped = [n.strip() for n in names]
     if name not in stripped:
-        raise UserError(f"{path}: no column {name!r} (columns: {', '.join(stripped)})")
+        raise UserError(f"{path}: no column {name!r} (columns: {', '.join(map(shown, stripped))})")
     return stripped.index(name)
 
 
@@ -296,6 +298,8 @@ def _table_records(path: str) -> tuple[list[str] | None, list[tuple[int, object]
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise UserError(f"{path} line {number}: not valid JSON (nested too deeply)") from None
             if not isinstance(record, dict):
                 raise UserError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
             records.append((number, record))
@@ -324,6 +328,12 @@ def _table_records(path: str) -> tuple[list[str] | None, list[tuple[int, object]
             raise UserError(f"{path}: no examples after the header")
         return names, rows
     raise UserError(f"{path}: unknown file type (expected .csv, .tsv or .jsonl)")
+
+
+def _brief_json(value: object) -> str:
+    """A JSON value as the file wrote it, cut to 80 characters for a one-line message."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else f"{text[:60]}...{text[-17:]}"
 
 
 def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
@@ -359,7 +369,9 @@ def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
         texts = []
         for name in text_columns:
             if not isinstance(values[name], str):
-                raise UserError(f"{where}: field {name!r} is not a string ({json.dumps(values[name])})")
+                raise UserError(f"{where}: field {name!r} is not a string ({_brief_json(values[name])})")
+            if lone_surrogate(values[name]):  # only JSON escapes make one
+                raise UserError(f"{where}: field {name!r} holds a lone surrogate escape (not Unicode text)")
             texts.append(values[name])
         label = None
         if label_column:
@@ -367,11 +379,13 @@ def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
             if regression:
                 label = _parse_float(raw, where)
             elif raw is None or isinstance(raw, (dict, list)):
-                raise UserError(f"{where}: label {json.dumps(raw)} is not a string or number")
+                raise UserError(f"{where}: label {_brief_json(raw)} is not a string or number")
             else:
                 label = (str(raw).lower() if isinstance(raw, bool) else str(raw)).strip()
                 if not label:
                     raise UserError(f"{where}: empty label")
+                if lone_surrogate(label):
+                    raise UserError(f"{where}: label holds a lone surrogate escape (not Unicode text)")
         examples.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label, number, path))
     return examples
 
@@ -413,7 +427,7 @@ def encode_classification(examples: Sequence[Example], tokenizer: Tokenizer, max
         else:
             for ex in examples:
                 if ex.label not in label_map:
-                    raise UserError(f"{ex.source} line {ex.line}: label {ex.label!r} is not one of the model's "
-                                    f"labels ({', '.join(label_map)})")
+                    raise UserError(f"{ex.source} line {ex.line}: label {shown_repr(ex.label)} is not one of the "
+                                    f"model's labels ({', '.join(map(shown, label_map))})")
             labels = np.array([label_map[ex.label] for ex in examples], dtype=np.int64)
     return Features(input_ids, type_ids, labels)

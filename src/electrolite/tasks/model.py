@@ -137,7 +137,11 @@ def load_encoder(path: str) -> LoadedEncoder:
         data = cfgmod.load_yaml(cfg_path)
         if "finetune" in data:
             return _load_task_dir_encoder(root, data)
-        return _load_pretrain_encoder(root, cfgmod.build(PretrainConfig, data))
+        try:
+            cfg = cfgmod.build(PretrainConfig, data)
+        except UserError as e:  # the message names the key; say which file holds it
+            raise UserError(f"{cfg_path}: {e}") from None
+        return _load_pretrain_encoder(root, cfg)
     if (root / "config.json").exists():
         from electrolite import hf  # optional: needs the hf extra
         return hf.load_encoder(root)
@@ -163,15 +167,31 @@ def _load_pretrain_encoder(root: Path, cfg: PretrainConfig) -> LoadedEncoder:
                          "electra" if cfg.objective.name == "electra" else "pooler", "pretrain-run")
 
 
-def task_dir_parts(data: dict[str, Any]) -> tuple[EncoderConfig, dict[str, Any]]:
-    """(encoder config, task record) from a task dir's config.yaml mapping."""
-    return cfgmod.build(EncoderConfig, data["encoder"], "encoder"), data["task_model"]
+def task_dir_parts(data: dict[str, Any], path: str | Path = "config.yaml") -> tuple[EncoderConfig, dict[str, Any]]:
+    """(encoder config, task record) from a task dir's config.yaml mapping.
+
+    Raises:
+        UserError: the mapping lacks what loading the model needs (naming ``path``, the file it came from).
+    """
+    encoder, record = data.get("encoder"), data.get("task_model")
+    if not isinstance(encoder, dict) or not isinstance(record, dict):
+        raise UserError(f"{path}: not the config of a fine-tuned task dir (no encoder and task_model mappings)")
+    labels = record.get("labels")
+    if (record.get("family") not in ("classification", "regression", "tagging", "qa")
+            or record.get("head") not in ("electra", "pooler")
+            or not (labels is None or isinstance(labels, list) and all(isinstance(x, str) for x in labels))):
+        raise UserError(f"{path}: task_model needs family (classification, regression, tagging or qa), "
+                        "head (electra or pooler) and a list of labels")
+    try:
+        return cfgmod.build(EncoderConfig, encoder, "encoder"), record
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def _load_task_dir_encoder(root: Path, data: dict[str, Any]) -> LoadedEncoder:
     model, record = load_task_model(root, data)
     state = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
-    enc_cfg, _ = task_dir_parts(data)
+    enc_cfg, _ = task_dir_parts(data, root / "config.yaml")
     return LoadedEncoder(enc_cfg, state, load_tokenizer(str(root / "tokenizer.json")), record["head"],
                          "task-dir", data)
 
@@ -185,7 +205,9 @@ def load_task_model(root: Path, data: dict[str, Any] | None = None) -> tuple[Tas
         data = cfgmod.load_yaml(cfg_path)
     if "finetune" not in data:
         raise UserError(f"{root} is a pre-training run, not a fine-tuned task dir")
-    enc_cfg, record = task_dir_parts(data)
+    enc_cfg, record = task_dir_parts(data, root / "config.yaml")
+    if not (root / "model.safetensors").is_file():  # before building a model of whatever size the file says
+        raise UserError(f"{root / 'model.safetensors'}: no such weights file")
     labels = record.get("labels") or []
     model = TaskModel(enc_cfg, record["family"], len(labels), record["head"])
     checkpoint.load_weights(model, root / "model.safetensors")

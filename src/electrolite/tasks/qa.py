@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError
+from electrolite.errors import UserError, shown, shown_repr
 from electrolite.metrics import squad_v1, squad_v2
 from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
+from electrolite.textfiles import lone_surrogate
 from electrolite.tokenizer import special_tokens
 
 
@@ -60,6 +61,8 @@ def _get(obj: object, key: str, kind: type | tuple[type, ...], where: str):
     if not isinstance(value, kinds) or isinstance(value, bool):
         names = " or ".join(k.__name__ for k in kinds)
         raise UserError(f"{where}: {key!r} should be {names}, got {type(value).__name__}")
+    if isinstance(value, str) and lone_surrogate(value):  # only JSON escapes make one
+        raise UserError(f"{where}: {key!r} holds a lone surrogate escape (not Unicode text)")
     return value
 
 
@@ -82,18 +85,21 @@ def read_squad(path: str, version: int = 1) -> list[list[QAExample]]:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
     articles = _get(data, "data", list, path)
     seen: set[str] = set()
     out = []
     for a, article in enumerate(articles):
         where = f"{path}: article {a}"
         title = article.get("title", "") if isinstance(article, dict) else ""
+        title = title if isinstance(title, str) and not lone_surrogate(title) else ""  # kept for the record only
         examples = []
         for p, paragraph in enumerate(_get(article, "paragraphs", list, where)):
             context = _get(paragraph, "context", str, f"{where} paragraph {p}")
             for q, qa in enumerate(_get(paragraph, "qas", list, f"{where} paragraph {p}")):
                 qid = str(_get(qa, "id", (str, int), f"{where} paragraph {p} question {q}"))
-                at = f"{path}: question {qid}"
+                at = f"{path}: question {shown(qid)}"
                 if qid in seen:
                     raise UserError(f"{at}: the id occurs twice")
                 seen.add(qid)
@@ -107,8 +113,8 @@ def read_squad(path: str, version: int = 1) -> list[list[QAExample]]:
                     start = _get(raw, "answer_start", int, at)
                     found = context[start:start + len(text)] if start >= 0 else ""
                     if found != text:
-                        raise UserError(f"{at}: answer {text!r} is not the context at answer_start {start} "
-                                        f"(the context there reads {found!r})")
+                        raise UserError(f"{at}: answer {shown_repr(text)} is not the context at answer_start "
+                                        f"{shown_repr(start)} (the context there reads {shown_repr(found)})")
                     answers.append(Answer(text, start))
                 if not impossible and not answers:
                     raise UserError(f"{at}: no answers (is_impossible is not set)")

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError
+from electrolite.errors import UserError, shown, shown_repr
 from electrolite.metrics import get_entities
 from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
+from electrolite.textfiles import lone_surrogate
 
 _TAG = re.compile(r"O|[BIES]-\S.*")
 _PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}
@@ -47,7 +48,7 @@ class Sentence:
 
 def _check_tag(tag: str, where: str) -> str:
     if not _TAG.fullmatch(tag):
-        raise UserError(f"{where}: tag {tag!r} is not O or B-/I-TYPE")
+        raise UserError(f"{where}: tag {shown_repr(tag)} is not O or B-/I-TYPE")
     return tag
 
 
@@ -59,6 +60,8 @@ def _read_jsonl(path: str) -> list[Sentence]:
             record = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(record, dict) or not isinstance(record.get("tokens"), list):
             raise UserError(f"{where}: expected an object with a 'tokens' list")
         tags = record.get("tags", record.get("ner_tags"))
@@ -70,6 +73,8 @@ def _read_jsonl(path: str) -> list[Sentence]:
         if len(words) != len(tags):
             raise UserError(f"{where}: {len(words)} tokens but {len(tags)} tags")
         tags = [_check_tag(t, where) if isinstance(t, str) else _check_tag(json.dumps(t), where) for t in tags]
+        if any(lone_surrogate(t) for t in [*words, *tags]):  # only JSON escapes make one
+            raise UserError(f"{where}: a token or tag holds a lone surrogate escape (not Unicode text)")
         sentences.append(Sentence(words, tags, number, path))
     return sentences
 
@@ -131,7 +136,8 @@ def check_tags(sentences: Iterable[Sentence], labels: Sequence[str], seen_in: st
             if tag not in allowed:
                 line = s.line + i if not s.source.lower().endswith((".jsonl", ".json")) else s.line
                 origin = f"does not occur in {seen_in}" if seen_in else "is not a tag of this task"
-                raise UserError(f"{s.source} line {line}: tag {tag!r} {origin} (tags: {', '.join(labels)})")
+                raise UserError(f"{s.source} line {line}: tag {shown_repr(tag)} {origin} "
+                                f"(tags: {', '.join(map(shown, labels))})")
 
 
 # --------------------------------------------------------------------------------------------
