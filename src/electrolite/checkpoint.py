@@ -9,7 +9,9 @@ Layout of RUN/checkpoints/::
     latest                               name of the newest complete checkpoint
 
 A checkpoint is written under a temporary name, fsynced, renamed, and only then does
-``latest`` move to it; older ones beyond ``keep_last`` are removed after that.
+``latest`` move to it; older ones beyond ``keep_last`` are removed after that. A write that fails
+(disk full, no permission) removes what it wrote and leaves ``latest`` where it was; what a killed
+process left (temporary names, a checkpoint that ``latest`` never reached) is removed by the next save.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +33,7 @@ from torch import nn
 from electrolite.errors import UserError
 
 FORMAT_VERSION = 1
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")  # each checksummed in state.json
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,6 +54,39 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+# safetensors reports a failed write as SafetensorError("... I/O error: ... (os error 28) ..."), or with
+# the Rust debug form "Os { code: 28, ... }" in older releases.
+_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
+
+
+def _write_safetensors(tensors: nn.Module | dict[str, torch.Tensor], path: Path,
+                       metadata: dict[str, str] | None = None) -> None:
+    """The one place a checkpoint's tensors are written: a module (shared tensors once) or a dict.
+
+    A write that fails in the OS (disk full, no permission, read-only file system) raises the
+    OSError it was, with its errno, whatever safetensors wraps it in.
+    """
+    try:
+        if isinstance(tensors, nn.Module):
+            save_model(tensors, str(path), metadata=metadata)
+        else:
+            save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        m = _OS_ERROR.search(str(e))
+        if m is None:
+            raise
+        code = int(m.group(1) or m.group(2))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """The one place a checkpoint's small files (state.json, latest, summary.json) are written: write, fsync."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -59,13 +96,17 @@ def sha256(path: Path) -> str:
 
 
 def write_json(data: Any, path: Path) -> None:
-    """Write JSON atomically (temp file, fsync, rename)."""
+    """Write JSON atomically (temp file, fsync, rename).
+
+    A write the OS refuses is a UserError naming the path; `path` stays as it was, no temp file is left.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        _write_bytes(tmp, json.dumps(data, indent=1).encode("utf-8"))
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def check_new_dir(out: Path, name: str = "OUT") -> None:
@@ -102,11 +143,34 @@ def atomic_dir(out: Path) -> Iterator[Path]:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a module's parameters and buffers to safetensors atomically (shared tensors once)."""
+    """Save a module's parameters and buffers to safetensors atomically (shared tensors once).
+
+    A write the OS refuses is a UserError naming the path; `path` stays as it was, no temp file is left.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_model(model, str(tmp), metadata=metadata)
-    _fsync_file(tmp)
-    tmp.replace(path)
+    try:
+        _write_safetensors(model, tmp, metadata)
+        _fsync_file(tmp)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def publish_weights(ck: Path, path: Path) -> None:
+    """Copy a checkpoint's model.safetensors to `path` (RUN/model.safetensors) atomically.
+
+    A write the OS refuses is a UserError naming the path and the checkpoint, which is complete and
+    `latest`; `path` stays as it was, no temp file is left.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(ck / "model.safetensors", tmp)
+        _fsync_file(tmp)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}; the last good checkpoint is {ck.name}") from None
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -150,9 +214,34 @@ def _load_optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer,
             optimizer.state[p] = state
 
 
+def _latest_name(ckdir: Path) -> str | None:
+    try:
+        return (ckdir / "latest").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Remove what a killed writer left: temporary checkpoint dirs and files, and checkpoints that
+    ``latest`` never reached (newer than it). Only one process writes a run's checkpoints."""
+    ckdir = run_dir / "checkpoints"
+    latest = _latest_name(ckdir)
+    stale = [*ckdir.glob(".tmp-step-*"), *ckdir.glob(".latest.tmp-*"),
+             *run_dir.glob(".*.tmp-*"), *run_dir.glob(".*.tmp")]
+    stale += [p for p in ckdir.glob("step-*") if latest is None or p.name > latest]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
 def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     rng: dict[str, torch.Tensor], state: dict[str, Any], keep_last: int) -> Path:
     """Write RUN/checkpoints/step-NNNNNNNN atomically and point `latest` at it.
+
+    A write the OS refuses (disk full, no permission ...) is a UserError naming the path, the error and
+    the last good checkpoint; what was written is removed and `latest` still names the previous one.
 
     Args:
         run_dir: the run directory.
@@ -164,37 +253,45 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         keep_last: complete checkpoints to keep.
     """
     ckdir = run_dir / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     tmp = ckdir / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    final = ckdir / name
+    latest_tmp = ckdir / f".latest.tmp-{os.getpid()}"
+    previous = _latest_name(ckdir)
+    moved = False  # `final` holds this checkpoint, but `latest` does not name it yet
     try:
-        save_model(model, str(tmp / "model.safetensors"))
-        save_file(_optimizer_tensors(model, optimizer), str(tmp / "optimizer.safetensors"))
-        save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
-        files = ["model.safetensors", "optimizer.safetensors", "rng.safetensors"]
-        for f in files:
+        ckdir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run_dir)
+        tmp.mkdir()
+        # RUN/model.safetensors is a copy of this file (publish_weights): the step goes in its metadata.
+        _write_safetensors(model, tmp / "model.safetensors", {"step": str(step)})
+        _write_safetensors(_optimizer_tensors(model, optimizer), tmp / "optimizer.safetensors")
+        _write_safetensors({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
+        for f in CHECKPOINT_FILES:
             _fsync_file(tmp / f)
         full = dict(state, format_version=FORMAT_VERSION, step=step,
-                    checksums={f: sha256(tmp / f) for f in files})
-        write_json(full, tmp / "state.json")
+                    checksums={f: sha256(tmp / f) for f in CHECKPOINT_FILES})
+        _write_bytes(tmp / "state.json", json.dumps(full, indent=1).encode("utf-8"))
         _fsync_dir(tmp)
-        final = ckdir / name
-        if final.exists():
+        if final.exists():  # not `latest` (a run saves each step once, after it): an abandoned copy
             shutil.rmtree(final)
         tmp.rename(final)
+        moved = True
         _fsync_dir(ckdir)
-        latest_tmp = ckdir / f".latest.tmp-{os.getpid()}"
-        latest_tmp.write_text(name + "\n")
-        _fsync_file(latest_tmp)
+        _write_bytes(latest_tmp, (name + "\n").encode("utf-8"))
         latest_tmp.replace(ckdir / "latest")
+        moved = False
         _fsync_dir(ckdir)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"cannot write checkpoint in {ckdir}: {e.strerror or e} "
-                        f"(the previous checkpoint is intact)") from None
+        latest_tmp.unlink(missing_ok=True)
+        if moved:
+            shutil.rmtree(final, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        good = f"the last good checkpoint is {previous}" if previous else "no checkpoint was written before it"
+        raise UserError(f"cannot write checkpoint {name}: {e.strerror or e} ({e.filename or ckdir}); {good}"
+                        ) from None
     complete = sorted(p for p in ckdir.glob("step-*") if p.is_dir())
     for old in complete[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -213,18 +310,32 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Verify checksums and load weights (+ optimizer). Returns (state, rng tensors)."""
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state.json, once every file it lists matches its SHA-256.
+
+    A missing, truncated or corrupted file, or a state.json without a checksum for one of them, is a
+    UserError: a damaged checkpoint is reported, never loaded.
+    """
     try:
         state = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path / 'state.json'}: unreadable checkpoint state ({e})") from None
-    if state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format {state.get('format_version')} is not {FORMAT_VERSION}")
-    for f, digest in state.get("checksums", {}).items():
-        if not (path / f).exists() or sha256(path / f) != digest:
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        version = state.get("format_version") if isinstance(state, dict) else None
+        raise UserError(f"{path}: checkpoint format {version} is not {FORMAT_VERSION}")
+    checksums = state.get("checksums")
+    for f in CHECKPOINT_FILES:
+        if not isinstance(checksums, dict) or not isinstance(checksums.get(f), str):
+            raise UserError(f"{path / 'state.json'}: no checksum for {f}, the checkpoint is incomplete")
+        if not (path / f).is_file() or sha256(path / f) != checksums[f]:
             raise UserError(f"{path / f}: checksum mismatch, the checkpoint is truncated or corrupted")
+    return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Verify checksums (``verify_checkpoint``) and load weights (+ optimizer). Returns (state, rng tensors)."""
+    state = verify_checkpoint(path)
     load_weights(model, path / "model.safetensors")
     if optimizer is not None:
         _load_optimizer_tensors(model, optimizer, load_file(str(path / "optimizer.safetensors")))

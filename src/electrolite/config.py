@@ -19,7 +19,7 @@ from typing import Any
 from electrolite.configio import (  # noqa: F401  (re-exported: callers use config.build, config.load_yaml ...)
     _undot, build, coerce, field_docs, iter_fields, load_yaml, save_yaml, to_dict,
 )
-from electrolite.errors import UserError
+from electrolite.errors import UserError, shown_repr
 
 
 @dataclass
@@ -173,6 +173,10 @@ class TrainConfig:
     """AdamW ε."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables."""
+    max_nonfinite_steps: int = 10
+    """Stop after this many steps in a row with a non-finite loss or gradient (each is skipped and counted,
+    a finite step resets the count); no checkpoint of that state is written, `latest` keeps naming the last
+    good one, summary.json says why and the command exits with status 2. 0: never stop."""
     precision: str = "auto"
     """auto, fp32 or bf16 (autocast). auto is bf16 on GPUs with bf16 tensor cores and on CPUs with native
     bf16 matrix units (AMX-BF16 or AVX512-BF16), else fp32; config.yaml keeps auto, so a resumed run decides
@@ -210,6 +214,9 @@ class TrainConfig:
                      "log_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_nonfinite_steps < 0:
+            raise UserError(f"train.max_nonfinite_steps must be at least 0 (0: never stop), "
+                            f"got {self.max_nonfinite_steps}")
         if self.learning_rate <= 0:
             raise UserError(f"train.learning_rate must be positive, got {self.learning_rate}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -370,7 +377,7 @@ _OBJECTIVE_SIZE_KEYS = ("generator_size",)
 
 def _size_entry(name: str) -> dict[str, Any]:
     if name not in SIZES:
-        raise UserError(f"unknown size {name!r}; choose one of: {', '.join(SIZES)}")
+        raise UserError(f"unknown size {shown_repr(name)}; choose one of: {', '.join(SIZES)}")
     return SIZES[name]
 
 
@@ -409,7 +416,7 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
                 raise UserError(f"config {key} must be a mapping")
             else:
                 merged[key] = value
-    size = str(merged.get("size", PretrainConfig.size))
+    size = coerce(merged.get("size", PretrainConfig.size), str, "size")  # str() of a YAML alias bomb never ends
     base_model = {k: v for k, v in _size_entry(size).items() if k not in _OBJECTIVE_SIZE_KEYS}
     merged["model"] = {**base_model, **merged["model"]}
     merged["objective"] = {**size_objective_defaults(size), **merged["objective"]}

@@ -69,8 +69,14 @@ def init_distributed(device_name: str) -> Dist:
 
 
 def shutdown(info: Dist) -> None:
+    """Leave the process group. Call it once the DDP wrapper is gone: a DDP reducer collected after
+    the group is destroyed (at interpreter exit) aborts the process ("terminate called without an
+    active exception"), so unreachable wrappers are collected first."""
     if info.enabled:
+        import gc
+
         import torch.distributed as dist
+        gc.collect()
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,7 +40,7 @@ from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fing
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
                      "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device",
-                     "train.precision", "train.compile"}
+                     "train.precision", "train.compile", "train.max_nonfinite_steps"}
 EVAL_SEED = 12345
 RANK_SEED_STRIDE = 1_000_003  # rank r's masking / dropout seeds: seed + r × stride (rank 0: the single-process seeds)
 
@@ -183,7 +184,9 @@ class MetricsLog:
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # a kill mid-rewrite loses no line
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
             self.valid_steps = {r["step"] for r in map(json.loads, kept) if any(k.startswith("valid_") for k in r)}
             if kept:
                 self.first = {}
@@ -324,16 +327,23 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     flops_step = setup.flops
     tokens_per_step = global_batch * setup.seq_len
 
+    last_good = latest.name if latest is not None else None  # the checkpoint `latest` names
+    nonfinite, diverged = 0, False  # steps in a row with a non-finite loss or gradient; K of them stop the run
+
     def save(reason: str) -> None:
+        nonlocal last_good
         rng = rng_states(dist, device, mask_gen)  # a collective: every rank saves at the same steps
-        if not dist.is_main:
-            return
         state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
                  "world_size": dist.world_size, "global_batch": global_batch,
                  "paper_flops": flops_step.paper_flops_per_step * step,
                  "model_flops": flops_step.model_flops_per_step * step}
-        checkpoint.save_checkpoint(run_dir, step, model, optimizer, rng, state, t.keep_last)
-        checkpoint.save_weights(model, run_dir / "model.safetensors", {"step": str(step)})
+
+        def write() -> None:
+            ck = checkpoint.save_checkpoint(run_dir, step, model, optimizer, rng, state, t.keep_last)
+            checkpoint.publish_weights(ck, run_dir / "model.safetensors")
+
+        on_main(dist, write)  # a failed write (disk full ...) is a UserError on every rank; `latest` stays
+        last_good = f"step-{step:08d}"
 
     def log_eval() -> dict[str, float]:
         if not dist.is_main:
@@ -351,6 +361,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size} {precision}")
     stop_reason = "completed"
     window_time, window_steps = 0.0, 0
+    if latest is not None and dist.is_main:  # says where a resumed run went on from
+        print(f"electrolite: resuming from {latest.name} (step {step}/{t.steps})", file=sys.stderr)
     # --- loop ----------------------------------------------------------------------------------
     with StopFlag() as stop:
         while step < t.steps:
@@ -368,13 +380,15 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             parts, grad_norm, applied = train_step(trained, optimizer, micro, t.gradient_accumulation_steps,
                                                    device, precision, t.max_grad_norm, dist)
             skipped += not applied
+            nonfinite = 0 if applied else nonfinite + 1  # in a row: a finite step resets it
             step += 1
+            diverged = 0 < t.max_nonfinite_steps <= nonfinite
             took = time.perf_counter() - started
             elapsed += took
             window_time += took
             window_steps += 1
             bar.update(1)
-            if step % t.log_every == 0 or step == t.steps:
+            if step % t.log_every == 0 or step == t.steps or diverged:
                 parts = mean_over_ranks(dist, parts)  # a collective: every rank logs at the same steps
                 tps = tokens_per_step * window_steps / max(window_time, 1e-9)
                 bar.set_postfix(loss=f"{parts['loss']:.3f}", tok_s=f"{tps:,.0f}")
@@ -384,14 +398,20 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                            "paper_flops": flops_step.paper_flops_per_step * step,
                            "model_flops": flops_step.model_flops_per_step * step, "skipped_steps": skipped})
                 window_time, window_steps = 0.0, 0
+            if diverged:  # no checkpoint of this state: `latest` keeps naming the last good one
+                good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+                stop_reason = (f"stopped: {nonfinite} non-finite steps in a row at step {step} "
+                               f"(loss {parts['loss']:g}, grad norm {float(grad_norm):g}); {good}")
+                break
             if t.eval_every and step % t.eval_every == 0 and step < t.steps:
                 log_eval()
-            if step % t.save_every == 0 and step < t.steps:
+            if step % t.save_every == 0 and step < t.steps and not nonfinite:  # mid-streak is not good
                 save("periodic")
     bar.close()
     # --- evaluate, checkpoint, cleanup ---------------------------------------------------------
-    final = log_eval() if step == t.steps or stop_reason != "completed" else {}
-    if latest is None or step > state["step"]:  # a resume that took no step keeps its checkpoint as it is
+    final = log_eval() if not diverged and (step == t.steps or stop_reason != "completed") else {}
+    # A resume that took no step keeps its checkpoint as it is; a diverged run writes none.
+    if not diverged and (latest is None or step > state["step"]):
         save(stop_reason)
     if log is not None:
         log.close()
@@ -403,7 +423,10 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     summary.update({f"initial_{k}": v for k, v in initial.items()})
     if dist.is_main:
         checkpoint.write_json(summary, run_dir / "summary.json")
+    del trained  # the DDP wrapper goes before its process group (see distributed.shutdown)
     shutdown(dist)
+    if diverged:  # after summary.json: the CLI prints it as one `electrolite: error:` line and exits 2
+        raise UserError(stop_reason)
     return summary
 
 

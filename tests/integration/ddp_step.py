@@ -46,6 +46,7 @@ def main(out: str, rows: int) -> None:
         after = model.state_dict()
         moved = max((after[k] - initial[k]).abs().max() for k in after)  # the step did change the weights
         save_file({**{k: v.contiguous() for k, v in after.items()}, "moved": moved.reshape(1)}, out)
+    del trained  # before the process group goes (distributed.shutdown)
     shutdown(dist)
 
 
