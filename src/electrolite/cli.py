@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as e:
-        print(f"electrolite: error: {e}", file=sys.stderr)
+        if not (e.every_rank and int(os.environ.get("RANK", "0")) != 0):  # under torchrun, rank 0 says it once
+            print(f"electrolite: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("electrolite: interrupted", file=sys.stderr)

@@ -18,7 +18,15 @@ _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
 
 
 class UserError(Exception):
-    """A mistake in the user's input: its message is one line naming the file, line or field."""
+    """A mistake in the user's input: its message is one line naming the file, line or field.
+
+    ``every_rank``: under torchrun every process raises this same error (a decision rank 0 made and
+    shared), so only rank 0 prints it.
+    """
+
+    def __init__(self, message: str, every_rank: bool = False):
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 def shown(value: object) -> str:

@@ -255,7 +255,7 @@ def on_main(dist: Dist, fn):
             error = str(e)
     result, error = broadcast(dist, (result, error))
     if error is not None:
-        raise UserError(error)
+        raise UserError(error, every_rank=True)
     return result
 
 
@@ -426,7 +426,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     del trained  # the DDP wrapper goes before its process group (see distributed.shutdown)
     shutdown(dist)
     if diverged:  # after summary.json: the CLI prints it as one `electrolite: error:` line and exits 2
-        raise UserError(stop_reason)
+        raise UserError(stop_reason, every_rank=dist.enabled)
     return summary
 
 

@@ -119,3 +119,17 @@ def test_fine_tuning_under_torchrun_writes_one_task_dir(two_rank_run: Path, shar
                        capture_output=True, text=True, timeout=120, env=subprocess_env())
     assert r.returncode == 0, r.stderr
     assert f"{result['main']:.4f}" in r.stdout  # the saved weights are the evaluated ones
+
+
+def test_an_error_rank_zero_finds_stops_every_rank_and_is_said_once(corpus_dir: Path, tmp_path: Path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("not a run\n")
+    r = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2",
+                        *map(str, pretrain_args(corpus_dir, taken))],
+                       capture_output=True, text=True, timeout=180, env=subprocess_env())
+    assert r.returncode != 0
+    said = [line for line in r.stderr.splitlines() if line.startswith("electrolite: error: ")]
+    assert said == [f"electrolite: error: {taken} exists and is not an electrolite run (no config.yaml); "
+                    "choose a new --out"], r.stderr[-2000:]
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing written
