@@ -313,10 +313,8 @@ def _plan(root: Path) -> list[ExportItem]:
         extra = _task_extra(task_record(ckpt, module)) if a.family else {}
         return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
                            load_hf_tokenizer(root), extra)]
-    seeds = sorted(p.name for p in root.glob("seed-*") if (p / "config.yaml").is_file())
-    if seeds:
-        raise UserError(f"{root} holds several fine-tuned seeds ({', '.join(seeds)}); export one of them, "
-                        f"e.g. {root / seeds[0]}")
+    from electrolite.tasks.model import refuse_seeds_parent
+    refuse_seeds_parent(root, "export")
     raise UserError(f"{root} is neither an electrolite run or task dir (config.yaml) nor a Hugging Face "
                     "checkpoint (config.json)")
 

@@ -28,7 +28,7 @@ from electrolite.errors import UserError
 from electrolite.finetune import Forward, run_batches, score, torch_forward
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
-from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
+from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model, refuse_seeds_parent
 from electrolite.tasks.qa import QAExample, decode_qa
 from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
 from electrolite.textfiles import lone_surrogate
@@ -71,10 +71,7 @@ def load_task(model_dir: str, runtime: str = "torch") -> tuple[TaskModel | Forwa
     if (root / "model.onnx").is_file() and not (root / "model.safetensors").exists():
         raise UserError(f"{model_dir} is an ONNX export (model.onnx); only `predict --runtime onnx` runs it")
     if not (root / "config.yaml").exists():
-        seeds = sorted(d.name for d in root.glob("seed-*") if (d / "config.yaml").is_file())
-        if seeds:
-            raise UserError(f"{model_dir} holds several fine-tuned seeds ({', '.join(seeds)}); pass one of them, "
-                            f"e.g. {root / seeds[0]}")
+        refuse_seeds_parent(root, "pass", model_dir)
         raise UserError(f"{model_dir} is neither a fine-tuned task dir (config.yaml) nor a Hugging Face "
                         "checkpoint (config.json)")
     model, record = load_task_model(root)

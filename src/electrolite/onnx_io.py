@@ -32,7 +32,7 @@ from electrolite import config as cfgmod
 from electrolite.checkpoint import atomic_dir, check_new_dir
 from electrolite.errors import UserError
 from electrolite.finetune import INPUT_NAMES
-from electrolite.tasks.model import TaskModel, load_task_model
+from electrolite.tasks.model import TaskModel, load_task_model, refuse_seeds_parent
 from electrolite.tokenizer import load_tokenizer
 
 OPSET = 18
@@ -69,10 +69,7 @@ def _example(batch: int, length: int, vocab_size: int, seed: int) -> tuple[torch
 def _refuse(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config.yaml, task record) of a task dir that can be exported; a one-line UserError for anything else."""
     if not (root / "config.yaml").is_file():
-        seeds = sorted(p.name for p in root.glob("seed-*") if (p / "config.yaml").is_file())
-        if seeds:
-            raise UserError(f"{root} holds several fine-tuned seeds ({', '.join(seeds)}); export one of them, "
-                            f"e.g. {root / seeds[0]}")
+        refuse_seeds_parent(root, "export")
         raise UserError(f"{root} is not a fine-tuned task dir (no config.yaml); export --format onnx takes "
                         "what `electrolite finetune` writes")
     data = cfgmod.load_yaml(root / "config.yaml")

@@ -237,3 +237,12 @@ def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_leng
     if loaded.pooler and family in ("classification", "regression") and loaded.head == "pooler":
         model.head.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
     return model
+
+
+def refuse_seeds_parent(root: Path, action: str, shown: str | None = None) -> None:
+    """A one-line UserError when `root` is a ``finetune --seeds N`` output (seed-*/ task dirs, no config.yaml
+    of its own): `action` (e.g. "pass", "export") one of the seeds instead."""
+    seeds = sorted(p.name for p in root.glob("seed-*") if (p / "config.yaml").is_file())
+    if seeds:
+        raise UserError(f"{shown or root} holds several fine-tuned seeds ({', '.join(seeds)}); {action} one of them, "
+                        f"e.g. {root / seeds[0]}")
