@@ -13,6 +13,7 @@ from electrolite import config as config_module
 from electrolite.config import (
     SIZES,
     EncoderConfig,
+    FinetuneConfig,
     ObjectiveConfig,
     PretrainConfig,
     TrainConfig,
@@ -160,6 +161,8 @@ def test_layers_not_divisible_by_groups():
     (TrainConfig, dict(steps=0), r"train\.steps must be at least 1, got 0"),
     (TrainConfig, dict(precision="fp16"), r"train\.precision"),
     (TrainConfig, dict(budget="soon"), r"train\.budget: cannot read duration 'soon'"),
+    (TrainConfig, dict(parallel="bogus"), r"^train\.parallel must be ddp or fsdp, got 'bogus'$"),
+    (FinetuneConfig, dict(parallel="fsdp2"), r"^finetune parallel must be ddp or fsdp, got 'fsdp2'$"),
 ])
 def test_bad_values_are_user_errors(cls, kwargs, pattern):
     with pytest.raises(UserError, match=pattern):

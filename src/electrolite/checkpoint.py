@@ -59,15 +59,25 @@ def _fsync_file(path: Path) -> None:
 _OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
 
 
-def _write_safetensors(tensors: nn.Module | dict[str, torch.Tensor], path: Path,
+class StateDict(dict):
+    """A model's full state dict written as its module would be: a tensor that several names share
+    (the same tensor object, as ``Module.state_dict`` gives a shared module's) is stored once, under
+    the name safetensors' ``save_model`` keeps, with the others in the metadata. What a sharded model
+    gathers (``sharding.gather_weights``) is one, so its files are those of the unsharded model."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:  # all that save_model reads of a module
+        return dict(self)
+
+
+def _write_safetensors(tensors: nn.Module | StateDict | dict[str, torch.Tensor], path: Path,
                        metadata: dict[str, str] | None = None) -> None:
-    """The one place a checkpoint's tensors are written: a module (shared tensors once) or a dict.
+    """The one place a checkpoint's tensors are written: a module or StateDict (shared tensors once) or a dict.
 
     A write that fails in the OS (disk full, no permission, read-only file system) raises the
     OSError it was, with its errno, whatever safetensors wraps it in.
     """
     try:
-        if isinstance(tensors, nn.Module):
+        if isinstance(tensors, (nn.Module, StateDict)):
             save_model(tensors, str(path), metadata=metadata)
         else:
             save_file(tensors, str(path), metadata=metadata)
@@ -142,8 +152,9 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         raise
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Save a module's parameters and buffers to safetensors atomically (shared tensors once).
+def save_weights(model: nn.Module | StateDict, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Save a module's parameters and buffers (or a sharded one's, gathered) to safetensors atomically
+    (shared tensors once).
 
     A write the OS refuses is a UserError naming the path; `path` stays as it was, no temp file is left.
     """
@@ -188,7 +199,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
                         f"unexpected: {', '.join(unexpected) or '-'})")
 
 
-def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's state as optimizer.safetensors holds it: ``<parameter name>::<key>`` (exp_avg,
+    exp_avg_sq, step), a shared parameter under its first name in ``model.named_parameters()``."""
     names = {id(p): n for n, p in model.named_parameters()}
     out = {}
     for group in optimizer.param_groups:
@@ -236,8 +249,9 @@ def remove_stale_temps(run_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    rng: dict[str, torch.Tensor], state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module | StateDict,
+                    optimizer: torch.optim.Optimizer | dict[str, torch.Tensor], rng: dict[str, torch.Tensor],
+                    state: dict[str, Any], keep_last: int) -> Path:
     """Write RUN/checkpoints/step-NNNNNNNN atomically and point `latest` at it.
 
     A write the OS refuses (disk full, no permission ...) is a UserError naming the path, the error and
@@ -246,8 +260,10 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     Args:
         run_dir: the run directory.
         step: optimizer steps done.
-        model: the objective module (all of its weights are saved).
-        optimizer: its optimizer.
+        model: the objective module (all of its weights are saved), or a sharded one's gathered
+            StateDict (``sharding.gather_weights``).
+        optimizer: its optimizer, or its state gathered from the shards (``sharding.gather_optimizer``;
+            ``optimizer_tensors`` names).
         rng: named RNG states (uint8 tensors).
         state: JSON-able resume state (data position, elapsed time, FLOPs ...).
         keep_last: complete checkpoints to keep.
@@ -265,7 +281,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         tmp.mkdir()
         # RUN/model.safetensors is a copy of this file (publish_weights): the step goes in its metadata.
         _write_safetensors(model, tmp / "model.safetensors", {"step": str(step)})
-        _write_safetensors(_optimizer_tensors(model, optimizer), tmp / "optimizer.safetensors")
+        moments = optimizer if isinstance(optimizer, dict) else optimizer_tensors(model, optimizer)
+        _write_safetensors(moments, tmp / "optimizer.safetensors")
         _write_safetensors({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
         for f in CHECKPOINT_FILES:
             _fsync_file(tmp / f)
@@ -334,9 +351,17 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Verify checksums (``verify_checkpoint``) and load weights (+ optimizer). Returns (state, rng tensors)."""
+    """Verify checksums (``verify_checkpoint``) and load weights (+ optimizer). Returns (state, rng tensors).
+
+    A model sharded by FSDP (``sharding.shard``) loads the same files, each rank its shards: a collective.
+    """
+    from electrolite import sharding  # imports this module
+
     state = verify_checkpoint(path)
-    load_weights(model, path / "model.safetensors")
-    if optimizer is not None:
-        _load_optimizer_tensors(model, optimizer, load_file(str(path / "optimizer.safetensors")))
+    if sharding.is_sharded(model):
+        sharding.load_full_state(model, optimizer, path / "model.safetensors", path / "optimizer.safetensors")
+    else:
+        load_weights(model, path / "model.safetensors")
+        if optimizer is not None:
+            _load_optimizer_tensors(model, optimizer, load_file(str(path / "optimizer.safetensors")))
     return state, load_file(str(path / "rng.safetensors"))

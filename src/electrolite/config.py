@@ -189,6 +189,10 @@ class TrainConfig:
     """Seed of initialisation, masking, sampling and data order."""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (every process holds the whole model) or fsdp (parameters, gradients and optimizer
+    state are sharded across the processes, for models that do not fit on one device). In one process both
+    are the same; checkpoints are the same full files either way, so a run resumes under the other."""
     save_every: int = 1000
     """Write a resumable checkpoint every this many steps (and always at the end)."""
     keep_last: int = 3
@@ -223,6 +227,8 @@ class TrainConfig:
             raise UserError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.compile not in ("auto", "on", "off"):
             raise UserError(f"train.compile must be auto, on or off, got {self.compile!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise UserError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.budget:
             parse_duration(self.budget)
 
@@ -319,6 +325,10 @@ class FinetuneConfig:
     and the compiled step was no faster). Without the compiler toolchain it warns once and runs eagerly."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (every process holds the whole model) or fsdp (parameters, gradients and optimizer
+    state are sharded across the processes, for models that do not fit on one device). In one process both
+    are the same; the task dir is the same either way."""
     max_train_examples: int = 0
     """Use only the first N training examples (0: all); for quick runs."""
     from_scratch: bool = False
@@ -336,6 +346,8 @@ class FinetuneConfig:
             raise UserError(f"finetune precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.compile not in ("auto", "on", "off"):
             raise UserError(f"finetune compile must be auto, on or off, got {self.compile!r}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise UserError(f"finetune parallel must be ddp or fsdp, got {self.parallel!r}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise UserError(f"finetune warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 

@@ -1,9 +1,10 @@
 """Where and how a recipe computes: processes (torchrun), device, precision, autocast, torch.compile.
 
 Under ``torchrun`` (WORLD_SIZE > 1 in the environment) ``init_distributed`` joins the process group
-(NCCL on CUDA, gloo on CPU) and every collective the recipes need lives here: agreeing on a stop
-(``any_rank``), averaging logged metrics (``mean_over_ranks``), gathering per-rank RNG states
-(``gather``). In a single process each is a no-op returning its input.
+(NCCL on CUDA, gloo on CPU), ``wrap_data_parallel`` makes the model DDP or FSDP (sharded, see
+sharding.py), and every collective the recipes need lives here: agreeing on a stop (``any_rank``),
+averaging logged metrics (``mean_over_ranks``), gathering per-rank RNG states (``gather``). In a
+single process each is a no-op returning its input.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from electrolite.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PARALLELISMS = ("ddp", "fsdp")  # how several processes split the work: data only, or also the model (sharding.py)
 COMPILE_SETTINGS = ("auto", "on", "off")
 # x86 flags of native bf16 matrix arithmetic: AMX tiles (Sapphire Rapids on) and AVX512-BF16's dot
 # products (Cooper Lake, Zen 4 on). Measured on a 2-core Zen 4 (avx512_bf16, no AMX), one thread: an
@@ -128,13 +130,53 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device) -> nn.Module:
-    """The model as the optimizer step sees it: itself in one process, else DistributedDataParallel
-    (which broadcasts rank 0's weights and averages gradients over the ranks)."""
+def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, parallel: str = "ddp") -> nn.Module:
+    """The model as the training step sees it: itself in one process, else (`parallel` ddp)
+    DistributedDataParallel, which broadcasts rank 0's weights and averages gradients over the ranks,
+    or (fsdp) `model` itself sharded in place over the ranks (``sharding.shard``; every rank must have
+    built the same weights). Build the optimizer after this: FSDP's parameters are new ones.
+    """
+    if parallel not in PARALLELISMS:
+        raise UserError(f"parallel must be {' or '.join(PARALLELISMS)}, got {parallel!r}")
     if not info.enabled:
         return model
+    if parallel == "fsdp":
+        from electrolite.sharding import shard
+        return shard(model, device, info.world_size)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, sync: bool):
+    """Backward passes inside average their gradients over the ranks (`sync`, the last micro-batch of a
+    step), or keep them local to accumulate (DDP's ``no_sync``, FSDP's ``set_requires_gradient_sync``)."""
+    from torch.nn.parallel import DistributedDataParallel
+    if sync:
+        yield
+    elif isinstance(model, DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2 (sharding.shard)
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the total gradient norm to `max_norm` (0: leave it) and return the norm before clipping.
+
+    A sharded model's gradients are DTensor shards: ``clip_grad_norm_`` reduces their norm over the
+    ranks and gives it as a replicated DTensor, returned here as a plain tensor (the same on every rank).
+    """
+    if max_norm <= 0:
+        return torch.tensor(0.0)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 def resolve_device(name: str, info: Dist | None = None) -> torch.device:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from electrolite import checkpoint, config as cfgmod
+from electrolite import checkpoint, config as cfgmod, sharding
 from electrolite.config import FinetuneConfig
-from electrolite.distributed import (Dist, autocast, init_distributed, maybe_compile, resolve_device, resolve_precision,
-                                     shutdown, wrap_data_parallel)
+from electrolite.distributed import (Dist, autocast, broadcast, clip_gradients, init_distributed, maybe_compile,
+                                     resolve_device, resolve_precision, shutdown, wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
 from electrolite.tasks import Task, TaskData, get_task
@@ -162,7 +162,8 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     """Fine-tune one seed into `out`; returns the best epoch's results (rank 0; other ranks only train).
 
     Under torchrun every rank takes every world_size-th length-bucketed batch and DDP averages the
-    gradients; rank 0 alone evaluates and writes.
+    gradients; rank 0 alone evaluates and writes. Under FSDP (``cfg.parallel``) every rank evaluates,
+    as the sharded forward needs them all, and rank 0 alone writes.
     """
     # --- setup ---------------------------------------------------------------------------------
     device = resolve_device(cfg.device, dist)
@@ -182,7 +183,8 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     compiled = maybe_compile([model.encoder], cfg.compile, device)
     if dist.rank:  # each rank its own dropout stream (rank 0: the single-process one)
         torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
-    trained = wrap_data_parallel(model, dist, device)
+    trained = wrap_data_parallel(model, dist, device, cfg.parallel)  # FSDP: `model` itself, sharded
+    sharded = sharding.is_sharded(model)
     hidden = loaded.config.hidden_size
     lr = cfg.resolved_learning_rate(hidden)
     decay = cfg.resolved_layer_decay(hidden)
@@ -222,8 +224,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
             with autocast(device, precision):
                 loss = trained(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
             loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            clip_gradients(model, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -233,7 +234,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
                 metrics_file.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
                                                "lr": optimizer.param_groups[0]["lr"]}) + "\n")
         # --- evaluate, keep the best ---------------------------------------------------------------
-        if not dist.is_main:
+        if not (dist.is_main or sharded):
             continue
         results, predictions = {}, {}
         for split, (examples, features) in evals.items():
@@ -243,11 +244,16 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
             f"{s}_{k}": round(v, 6) for s, r in results.items() for k, v in r.items()}}) + "\n")
         metrics_file.flush()
         main = results[main_split][task.main_metric]
-        if not best or main > best["main"]:
+        better = not best or main > best["main"]
+        if sharded:  # rank 0's decision on every rank: all of them gather the weights (a collective) or none
+            better = broadcast(dist, better)
+        if better:
             best = {"main": main, "epoch": epoch, "results": results}
-            checkpoint.save_weights(model, out / "model.safetensors")
-            for split, rows in predictions.items():
-                _write_jsonl(rows, out / f"predictions-{split}.jsonl")
+            weights = sharding.gather_weights(model)  # FSDP: to rank 0's CPU; DDP, one process: the module
+            if dist.is_main:
+                checkpoint.save_weights(weights, out / "model.safetensors")
+                for split, rows in predictions.items():
+                    _write_jsonl(rows, out / f"predictions-{split}.jsonl")
     bar.close()
     metrics_file.close()
     if not dist.is_main:

@@ -11,7 +11,6 @@ tokenizer.json, model.safetensors, metrics.jsonl and checkpoints/.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -25,12 +24,12 @@ from typing import Any, Iterable
 
 import torch
 
-from electrolite import checkpoint, config as cfgmod, flops
+from electrolite import checkpoint, config as cfgmod, flops, sharding
 from electrolite.config import PretrainConfig
 from electrolite.dataset import EpochSampler, PretrainingCorpus
-from electrolite.distributed import (Dist, any_rank, autocast, broadcast, gather, init_distributed, maybe_compile,
-                                     mean_over_ranks, resolve_device, resolve_precision, shutdown, to_device,
-                                     wrap_data_parallel)
+from electrolite.distributed import (Dist, any_rank, autocast, broadcast, clip_gradients, gather, gradient_sync,
+                                     init_distributed, maybe_compile, mean_over_ranks, resolve_device,
+                                     resolve_precision, shutdown, to_device, wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs
@@ -40,7 +39,7 @@ from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fing
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
                      "train.eval_batches", "train.log_every", "train.tensorboard", "train.progress", "train.device",
-                     "train.precision", "train.compile", "train.max_nonfinite_steps"}
+                     "train.precision", "train.compile", "train.max_nonfinite_steps", "train.parallel"}
 EVAL_SEED = 12345
 RANK_SEED_STRIDE = 1_000_003  # rank r's masking / dropout seeds: seed + r × stride (rank 0: the single-process seeds)
 
@@ -226,17 +225,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     parts: dict[str, float] = {}
     for i, inputs in enumerate(micro_batches):
         # Data parallel: gradients are averaged over ranks once, on the last micro-batch.
-        sync = contextlib.nullcontext() if not dist.enabled or i == accumulation - 1 else model.no_sync()
-        with sync:
+        with gradient_sync(model, not dist.enabled or i == accumulation - 1):
             with autocast(device, precision):
                 out = model(to_device(inputs, device))
             (out.loss / accumulation).backward()
         for k, v in out.metrics().items():
             parts[k] = parts.get(k, 0.0) + v / accumulation
-    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                 if max_grad_norm > 0 else torch.tensor(0.0))
-    # Gradients (so their norm) agree over ranks after the all-reduce; a loss is per rank: any
-    # rank's non-finite loss skips the step on all of them.
+    grad_norm = clip_gradients(model, max_grad_norm)
+    # Gradients (so their norm) agree over ranks after the all-reduce (FSDP: the norm is reduced over
+    # the shards); a loss is per rank: any rank's non-finite loss skips the step on all of them.
     (bad_loss,) = any_rank(dist, not math.isfinite(parts["loss"]))
     applied = not bad_loss and bool(torch.isfinite(grad_norm))
     if applied:
@@ -301,6 +298,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     model = setup.build_model().to(device)  # the same initial weights on every rank (seeded)
     model.train()
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
+    # DDP broadcasts rank 0's weights; FSDP shards `model` in place, so the optimizer comes after.
+    trained = wrap_data_parallel(model, dist, device, t.parallel)
     optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate), t.learning_rate,
                       (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
     # Masks, samples and dropout differ per rank; rank 0 draws what a single process would.
@@ -315,7 +314,6 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         step, elapsed = state["step"], state["elapsed_seconds"]
         sampler.load_state_dict(state["sampler"])
         restore_rng(rng, state, dist, device, mask_gen, t.seed + step)
-    trained = wrap_data_parallel(model, dist, device)  # DDP broadcasts rank 0's weights
     if resuming and dist.is_main:  # only now: a resume that fails leaves config.yaml as it was
         cfgmod.save_yaml(cfgmod.to_dict(cfg), run_dir / "config.yaml")
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
@@ -333,22 +331,28 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     def save(reason: str) -> None:
         nonlocal last_good
         rng = rng_states(dist, device, mask_gen)  # a collective: every rank saves at the same steps
+        # FSDP: the shards gathered to rank 0 (collectives too); else the model and optimizer themselves
+        weights, moments = sharding.gather_weights(model), sharding.gather_optimizer(model, optimizer)
         state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
                  "world_size": dist.world_size, "global_batch": global_batch,
                  "paper_flops": flops_step.paper_flops_per_step * step,
                  "model_flops": flops_step.model_flops_per_step * step}
 
         def write() -> None:
-            ck = checkpoint.save_checkpoint(run_dir, step, model, optimizer, rng, state, t.keep_last)
+            ck = checkpoint.save_checkpoint(run_dir, step, weights, moments, rng, state, t.keep_last)
             checkpoint.publish_weights(ck, run_dir / "model.safetensors")
 
         on_main(dist, write)  # a failed write (disk full ...) is a UserError on every rank; `latest` stays
         last_good = f"step-{step:08d}"
 
+    sharded = sharding.is_sharded(model)
+
     def log_eval() -> dict[str, float]:
+        if not (dist.is_main or sharded):
+            return {}
+        metrics = evaluate(model, setup, device, t.eval_batches, precision)  # FSDP: every rank's forward gathers
         if not dist.is_main:
             return {}
-        metrics = evaluate(model, setup, device, t.eval_batches, precision)
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
             log.valid_steps.add(step)
             log.write({"step": step, **{k: round(v, 6) for k, v in metrics.items()},

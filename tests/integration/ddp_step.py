@@ -19,6 +19,21 @@ from electrolite.optim import adamw, param_groups
 from electrolite.pretrain import train_step
 
 
+PER_ROW = 5  # masked positions in every row
+
+
+def fixed_batch(rows: int, seq: int = 32, vocab: int = 500) -> dict[str, torch.Tensor]:
+    """Seeded objective inputs (make_inputs' keys) with PER_ROW masked positions in every row."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (rows, seq), generator=g)
+    selected = torch.zeros(rows, seq, dtype=torch.bool)
+    for r in range(rows):
+        selected[r, 1 + torch.randperm(seq - 2, generator=g)[:PER_ROW]] = True
+    return dict(input_ids=ids, masked_input_ids=ids.masked_fill(selected, 4), mlm_mask=selected,
+                attention_mask=torch.ones(rows, seq, dtype=torch.bool),
+                token_type_ids=torch.zeros(rows, seq, dtype=torch.long), sop_labels=torch.full((rows,), -100))
+
+
 def main(out: str, rows: int) -> None:
     torch.set_num_threads(1)
     dist = init_distributed("cpu")
@@ -28,15 +43,7 @@ def main(out: str, rows: int) -> None:
     torch.manual_seed(0)
     model = build_objective(cfg.model, cfg.objective)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    g = torch.Generator().manual_seed(1)
-    seq, per_row = 32, 5
-    ids = torch.randint(5, 500, (rows, seq), generator=g)
-    selected = torch.zeros(rows, seq, dtype=torch.bool)
-    for r in range(rows):  # the same number of masked positions in every row
-        selected[r, 1 + torch.randperm(seq - 2, generator=g)[:per_row]] = True
-    inputs = dict(input_ids=ids, masked_input_ids=ids.masked_fill(selected, 4), mlm_mask=selected,
-                  attention_mask=torch.ones(rows, seq, dtype=torch.bool),
-                  token_type_ids=torch.zeros(rows, seq, dtype=torch.long), sop_labels=torch.full((rows,), -100))
+    inputs = fixed_batch(rows)
     share = rows // dist.world_size
     mine = {k: v[dist.rank * share:(dist.rank + 1) * share] for k, v in inputs.items()}
     optimizer = adamw(param_groups(model, 0.01, 1e-3), 1e-3, (0.9, 0.999), 1e-6, torch.device("cpu"))
