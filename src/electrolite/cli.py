@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 # Idle OpenMP workers spin by default; when anything else runs on the machine that turns into a
@@ -131,6 +132,7 @@ FINETUNE_SHORTCUTS = {
     "seeds": ("seeds", int), "batch-size": ("batch_size", int), "lr": ("learning_rate", float),
     "max-length": ("max_length", int), "precision": ("precision", str), "compile": ("compile", str),
     "max-train-examples": ("max_train_examples", int),
+    "parallel": ("parallel", str),
 }
 
 
@@ -237,6 +239,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, steps=args.steps)
 
 
+def cmd_study(args: argparse.Namespace) -> None:
+    from electrolite.study import load_study, run_study
+    results = run_study(load_study(args.config), pathlib.Path(args.out))
+    done = sum(r["complete"] for r in results["setups"])
+    print(f"wrote {args.out}/results.json and results.md ({done}/{len(results['setups'])} setups complete)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from electrolite.report import write_report
+    path, pngs = write_report(args.dirs, args.out)
+    print(f"wrote {path} ({len(pngs)} PNG plots)")
+
+
 TASK_MODEL_HELP = ("fine-tuned task dir or Hugging Face {Electra,Bert,Albert}For{Sequence,Token}Classification "
                    "/ *ForQuestionAnswering dir")
 
@@ -323,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="torch.compile the encoder; auto (default): on for CUDA, off on CPU")
     p.add_argument("--max-train-examples", type=int, help="use only the first N training examples")
+    p.add_argument("--parallel", choices=["ddp", "fsdp"], help="under torchrun: ddp (default) or fsdp (sharded model)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
 
@@ -377,6 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-run", help="directory for the corpus, tokenizer and run")
     p.add_argument("--steps", type=int, default=None, help="pre-training steps (default: fits ~2 minutes)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("study", help="pre-train setups to the same compute budget, fine-tune each on tasks",
+                       description="CONFIG (YAML) names a corpus, a budget (paper-convention FLOPs such as 2e14, "
+                       "or wall time such as 20m), pre-training setups and tasks; see configs/study-*.yaml. "
+                       "Re-running the same command resumes where it stopped.")
+    p.add_argument("config", help="study YAML")
+    p.add_argument("--out", required=True, help="study directory (created; re-run to resume)")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="plots and a markdown page from pre-training runs and studies",
+                       description="Each DIR is a pre-training run (metrics.jsonl) or a study (results.json of "
+                       "`electrolite study`). OUT gets report.md, report.json and PNGs: training curves per run, "
+                       "all runs' validation curves, and for studies the downstream score against pre-training "
+                       "FLOPs. Needs matplotlib (the report extra).")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="pre-training run dir or study dir")
+    p.add_argument("--out", required=True, help="report directory to create (a previous report there is replaced)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
