@@ -116,6 +116,10 @@ class ObjectiveConfig:
     """ELECTRA: generator hidden size as a fraction of the discriminator's (heads = hidden/64, FFN = 4×hidden)."""
     generator_layers: float = 1.0
     """ELECTRA: generator depth as a fraction of the discriminator's."""
+    tie_encoders: bool = False
+    """ELECTRA: the generator is the discriminator's encoder, all weights tied (the paper's Section 3.1:
+    GLUE 84.4 tying all weights, 84.3 tying embeddings only; needs generator_size and generator_layers 1,
+    so a step costs two full passes). The discriminator then learns context from the masked-LM signal too."""
     generator_weight: float = 1.0
     """ELECTRA: weight of the generator's masked-LM loss."""
     discriminator_weight: float = 50.0
@@ -145,6 +149,9 @@ class ObjectiveConfig:
             raise UserError(f"objective.max_ngram must be in 1..10, got {self.max_ngram}")
         if not 0.0 < self.generator_size <= 1.0 or not 0.0 < self.generator_layers <= 1.0:
             raise UserError("objective.generator_size and objective.generator_layers must be in (0, 1]")
+        if self.tie_encoders and (self.name != "electra" or self.generator_size != 1.0 or self.generator_layers != 1.0):
+            raise UserError("objective.tie_encoders needs objective.name electra and generator_size and "
+                            "generator_layers 1 (one encoder for both)")
         if self.temperature <= 0:
             raise UserError(f"objective.temperature must be positive, got {self.temperature}")
 

@@ -336,7 +336,8 @@ class Electra(nn.Module):
         super().__init__()
         self.objective = objective
         self.discriminator = Encoder(model)
-        self.generator = Encoder(generator, embeddings=self.discriminator.embeddings)
+        self.generator = (self.discriminator if objective.tie_encoders
+                          else Encoder(generator, embeddings=self.discriminator.embeddings))
         self.generator_head = MLMHead(generator, self.discriminator.embeddings.word_embeddings)
         self.discriminator_head = RTDHead(model)
         if objective.sop:
