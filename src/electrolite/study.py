@@ -182,6 +182,9 @@ def load_study(path: str) -> Study:
         metric = str(t.get("metric") or f"{task.eval_splits[0]}_{task.main_metric}")
         data = str(t.get("data") or task.name)
         data = data if os.path.isabs(data) else os.path.join(data_dir, data)
+        if not os.path.exists(data):  # found now, not after hours of pre-training
+            raise UserError(f"{at}.data: {data} does not exist (data_dir {data_dir}: set it in the study or "
+                            f"$ELECTROLITE_DATA)")
         label = str(t.get("label") or f"{_TASK_LABELS.get(task.name, task.name)} "
                     f"{_METRIC_LABELS.get(metric.split('_', 1)[-1], metric)}")
         overrides = {k: t[k] for k in _TASK_OVERRIDES if k in t}

@@ -174,6 +174,7 @@ def test_report_renders_the_study_table_and_plots(study, tmp_path):
     ({"setups": [{"name": "none", "from_scratch": "electra"}]}, "setups[0].from_scratch must name a pre-trained setup"),
     ({"tasks": [{"name": "nope"}]}, "tasks[0].name: unknown task"),
     ({"colour": 1}, "unknown key 'colour'"),
+    ({"data_dir": "/nonexistent"}, "tasks[0].data: /nonexistent/glue/SST-2 does not exist"),
     ({"setups": [{"name": "a", "config": {"objective": {"name": "gan"}}}]}, "objective.name must be electra or mlm"),
 ])
 def test_bad_study_configs_are_one_line(change, message, fixed_corpus, shared_data, tmp_path):
