@@ -127,6 +127,18 @@ def _unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
         raise UserError(f"{where}: unknown key {shown_repr(extra[0])}; allowed: {', '.join(sorted(allowed))}")
 
 
+def _entries(raw: dict[str, Any], key: str, allowed: set[str], where: str):
+    """(location, mapping) of each entry of the non-empty list `raw[key]`, checked for unknown keys."""
+    items = raw.get(key)
+    if not isinstance(items, list) or not items:
+        raise UserError(f"{where}: {key} must be a non-empty list")
+    for i, item in enumerate(items):
+        at = f"{where}: {key}[{i}]"
+        item = _mapping(item, at)
+        _unknown(item, allowed, at)
+        yield at, item
+
+
 def default_data_dir() -> str:
     return os.environ.get("ELECTROLITE_DATA", "../shared/data")
 
@@ -145,14 +157,8 @@ def load_study(path: str) -> Study:
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise UserError(f"{where}: seeds must be a positive integer, got {shown_repr(seeds)}")
     base = _mapping(raw.get("base"), f"{where}: base")
-    setups_raw = raw.get("setups")
-    if not isinstance(setups_raw, list) or not setups_raw:
-        raise UserError(f"{where}: setups must be a non-empty list")
     setups: list[Setup] = []
-    for i, s in enumerate(setups_raw):
-        at = f"{where}: setups[{i}]"
-        s = _mapping(s, at)
-        _unknown(s, _SETUP_KEYS, at)
+    for at, s in _entries(raw, "setups", _SETUP_KEYS, where):
         sname = s.get("name")
         if not isinstance(sname, str) or not sname or "/" in sname or sname.startswith("."):
             raise UserError(f"{at}.name must be a non-empty name usable as a directory")
@@ -167,14 +173,8 @@ def load_study(path: str) -> Study:
                             f"got {shown_repr(s.from_scratch)}")
     data_dir = str(raw.get("data_dir") or default_data_dir())
     from electrolite.tasks import get_task
-    tasks_raw = raw.get("tasks")
-    if not isinstance(tasks_raw, list) or not tasks_raw:
-        raise UserError(f"{where}: tasks must be a non-empty list")
     tasks: list[TaskSpec] = []
-    for i, t in enumerate(tasks_raw):
-        at = f"{where}: tasks[{i}]"
-        t = _mapping(t, at)
-        _unknown(t, _TASK_KEYS, at)
+    for at, t in _entries(raw, "tasks", _TASK_KEYS, where):
         try:
             task = get_task(str(t.get("name")))
         except UserError as e:
