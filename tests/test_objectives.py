@@ -630,4 +630,8 @@ def test_rank_auc_hand_checked():
     assert rank_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), labels).item() == pytest.approx(0.75)
     assert rank_auc(torch.tensor([0.0, 0.1, 0.5, 0.9]), labels).item() == pytest.approx(1.0)
     assert rank_auc(torch.tensor([0.9, 0.5, 0.1, 0.0]), labels).item() == pytest.approx(0.0)
+    # Ties count one half (Mann-Whitney): a constant output is exactly chance, whatever the order.
+    assert rank_auc(torch.full((6,), 0.3), torch.tensor([True, False, True, False, False, True])).item() == 0.5
+    assert rank_auc(torch.tensor([0.1, 0.5, 0.5, 0.9]), torch.tensor([False, True, False, True])).item() == 0.875
+    assert rank_auc(torch.tensor([0.5, 0.5, 0.1, 0.9]), torch.tensor([True, False, False, True])).item() == 0.875
     assert rank_auc(torch.tensor([0.3, 0.2]), torch.tensor([False, False])).item() == 0.5

@@ -302,8 +302,14 @@ def rank_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     n_neg = labels.numel() - n_pos
     if n_pos == 0 or n_neg == 0:
         return torch.tensor(0.5)
+    # Tied scores share their mean rank: bf16 logits tie often, and a discriminator that has collapsed to
+    # one output ties everywhere (AUC exactly 0.5, not whatever the sort order of the ties gives).
+    ordered, order = scores.sort()
+    _, group, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    mid = ends - (counts.to(torch.float64) - 1) / 2  # mean of ranks end-count+1 .. end
     ranks = torch.empty_like(scores, dtype=torch.float64)
-    ranks[scores.argsort()] = torch.arange(1, scores.numel() + 1, dtype=torch.float64, device=scores.device)
+    ranks[order] = mid[group]
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
     return (u / (n_pos * n_neg)).float()
 
