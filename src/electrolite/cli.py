@@ -241,7 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_study(args: argparse.Namespace) -> None:
     from electrolite.study import load_study, run_study
-    results = run_study(load_study(args.config), pathlib.Path(args.out))
+    results = run_study(load_study(args.config), pathlib.Path(args.out), jobs=args.jobs)
     done = sum(r["complete"] for r in results["setups"])
     print(f"wrote {args.out}/results.json and results.md ({done}/{len(results['setups'])} setups complete)")
 
@@ -400,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Re-running the same command resumes where it stopped.")
     p.add_argument("config", help="study YAML")
     p.add_argument("--out", required=True, help="study directory (created; re-run to resume)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="pre-trainings / fine-tunes run at once, each in its own process with cores/JOBS threads "
+                   "(default 1); on a CPU, 2 one-thread jobs beat 1 two-thread job for small models")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="plots and a markdown page from pre-training runs and studies",

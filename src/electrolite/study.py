@@ -265,37 +265,60 @@ def _dotted(data: dict[str, Any], key: str) -> object:
     return data
 
 
-def run_study(study: Study, out: Path, log=print) -> dict[str, Any]:
-    """Pre-train every setup, fine-tune every (setup, task, seed); returns results.json's content."""
+def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, Any]:
+    """Pre-train every setup, fine-tune every (setup, task, seed); returns results.json's content.
+
+    ``jobs`` > 1 runs that many pre-trainings or fine-tunes at once, each in its own process
+    (``electrolite.study_jobs``); the study directory and its results are the same either way.
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    check_study_dir(study, out)
+    if jobs > 1:
+        from electrolite.study_jobs import run_parallel
+        return run_parallel(study, out, log, jobs)
     from electrolite import pretrain
 
-    check_study_dir(study, out)
     runs: dict[str, dict[str, Any]] = {}
-    for setup in study.setups:
-        if setup.from_scratch:
-            continue
-        steps, per_step = steps_for_budget(study, setup)
-        cfg = pretrain_config(study, setup, out, steps)
-        done = _read_json(out / "pretrain" / setup.name / "summary.json")
-        if not (done and done.get("stop_reason") == "completed" or _stopped_by_budget(done, study)):
+    for setup, steps, per_step, done in pretraining_state(study, out):
+        if done is None:
             log(f"study: pre-training {setup.name} for {steps:,} steps ({per_step * steps:.2e} paper FLOPs)")
-            done = pretrain.run(cfg)
-            if done["stop_reason"] != "completed" and not _stopped_by_budget(done, study):  # a signal
+            done = pretrain.run(pretrain_config(study, setup, out, steps))
+            if not pretraining_finished(done, study):  # a signal
                 log(f"study: pre-training {setup.name} {done['stop_reason']} at step {done['step']}; "
                     f"re-run the same command to resume")
                 return write_results(study, out, runs)
         runs[setup.name] = done
     write_results(study, out, runs)
+    for setup, task, seed, task_dir in pending_finetunes(study, out):
+        log(f"study: fine-tuning {setup.name} on {task.name}, seed {seed}")
+        finetune_one(study, setup, task, seed, out, task_dir)
+        write_results(study, out, runs)
+    return write_results(study, out, runs)
+
+
+def pretraining_state(study: Study, out: Path):
+    """(setup, steps, paper FLOPs per step, its summary if finished else None) for each pre-trained setup."""
+    for setup in study.setups:
+        if setup.from_scratch:
+            continue
+        steps, per_step = steps_for_budget(study, setup)
+        done = _read_json(out / "pretrain" / setup.name / "summary.json")
+        yield setup, steps, per_step, (done if pretraining_finished(done, study) else None)
+
+
+def pretraining_finished(summary: dict[str, Any] | None, study: Study) -> bool:
+    return bool(summary) and (summary["stop_reason"] == "completed" or _stopped_by_budget(summary, study))
+
+
+def pending_finetunes(study: Study, out: Path):
+    """(setup, task, seed, task dir) of every fine-tune not yet done, seed by seed over setups and tasks."""
     for seed in range(study.seeds):
         for setup in study.setups:
             for task in study.tasks:
                 task_dir = out / "finetune" / setup.name / task.name / f"seed-{seed}"
-                if (task_dir / "eval_results.json").exists():
-                    continue
-                log(f"study: fine-tuning {setup.name} on {task.name}, seed {seed}")
-                finetune_one(study, setup, task, seed, out, task_dir)
-                write_results(study, out, runs)
-    return write_results(study, out, runs)
+                if not (task_dir / "eval_results.json").exists():
+                    yield setup, task, seed, task_dir
 
 
 def _stopped_by_budget(summary: dict[str, Any] | None, study: Study) -> bool:
@@ -386,12 +409,16 @@ def _parameters(run_dir: Path) -> int | None:
     path = run_dir / "model.safetensors"
     if not path.exists():
         return None
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     total = 0
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            if key.startswith(("discriminator.", "encoder.")):
-                total += math.prod(f.get_slice(key).get_shape())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                if key.startswith(("discriminator.", "encoder.")):
+                    total += math.prod(f.get_slice(key).get_shape())
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e}); delete {run_dir} to pre-train that "
+                        f"setup again") from None
     return total
 
 

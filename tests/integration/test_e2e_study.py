@@ -182,3 +182,51 @@ def test_bad_study_configs_are_one_line(change, message, fixed_corpus, shared_da
     msg = user_error(cli("study", config, "--out", tmp_path / "out"))
     assert msg.startswith(str(config)) and message in msg, msg
     assert not (tmp_path / "out").exists()
+
+
+def test_jobs_run_the_same_study_in_parallel_processes(study, tmp_path):
+    config, out, _ = study
+    parallel = tmp_path / "out"
+    r = cli_ok("study", config, "--out", parallel, "--jobs", "2")
+    lines = [line for line in r.out.splitlines() if line.startswith("study:")]
+    assert lines[0] == "study: 14 units to run, 2 at a time, 1 torch thread(s) each"
+    assert sorted(lines[1:3]) == [f"study: pre-training {s} for {n:,} steps" for s, n in
+                                  sorted((row["name"], row["steps"]) for row in
+                                         json.loads((out / "results.json").read_text())["setups"][:2])]
+    assert len(lines) == 1 + 2 + 12
+    one, two = (json.loads((d / "results.json").read_text()) for d in (out, parallel))
+    for row in one["setups"] + two["setups"]:
+        row.pop("train_seconds")  # wall time; all else is the same study, scores to the last digit
+    assert one == two
+    evals = [{str(p.relative_to(d)): json.loads(p.read_text())["results"] for p in d.rglob("eval_results.json")}
+             for d in (out / "finetune", parallel / "finetune")]
+    assert evals[0] == evals[1] and len(evals[0]) == 12
+
+
+def test_a_failing_job_stops_the_others_and_a_rerun_finishes(study, tmp_path):
+    config, out, _ = study
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for task_dir in ("mlm/sst2/seed-1", "electra/stsb/seed-1"):
+        shutil.rmtree(copy / "finetune" / task_dir)
+    (copy / "pretrain" / "mlm" / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    kept = snapshot(copy / "pretrain" / "electra")
+    message = user_error(cli("study", config, "--out", copy, "--jobs", "2"))
+    assert message.startswith("fine-tuning mlm on sst2, seed 1: ") and "tokenizer.json" in message
+    assert snapshot(copy / "pretrain" / "electra") == kept
+    # The electra fine-tune running beside it was stopped, not half-written.
+    assert not (copy / "finetune" / "electra" / "stsb" / "seed-1").exists()
+    results = json.loads((copy / "results.json").read_text())
+    assert [row["complete"] for row in results["setups"]] == [False, False, True]
+    shutil.copy(out / "pretrain" / "mlm" / "tokenizer.json", copy / "pretrain" / "mlm" / "tokenizer.json")
+    cli_ok("study", config, "--out", copy, "--jobs", "2")
+    assert json.loads((copy / "results.json").read_text()) == json.loads((out / "results.json").read_text())
+
+
+def test_an_unreadable_pretrained_model_is_one_line(study, tmp_path):
+    config, out, _ = study
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "pretrain" / "mlm" / "model.safetensors").write_bytes(b"not safetensors")
+    message = user_error(cli("study", config, "--out", copy))
+    assert message.startswith(f"{copy / 'pretrain' / 'mlm' / 'model.safetensors'}: not a readable safetensors file")
