@@ -14,7 +14,7 @@ from electrolite.model import count_parameters
 from electrolite.objectives import Electra, make_inputs
 
 from electrolite.objectives import Masker, _masked_lm
-from test_objectives import MASK, SPECIALS, V, WORD_START, make_batch
+from batches import MASK, SPECIALS, V, WORD_START, make_batch
 
 
 def tied_model(seed: int = 0) -> tuple[Electra, PretrainConfig]:
