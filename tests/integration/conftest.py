@@ -10,10 +10,12 @@ values are recorded with one thread).
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -257,3 +259,73 @@ def golden_corpus(shared_data: Path, tmp_path_factory) -> Path:
     # The slice itself is part of the golden setup: if these move, the shared data changed.
     assert (meta["num_train"], meta["num_valid"]) == (5933, 213)
     return out
+
+
+# --- fine-tuning data built from the book text, and the built-in tasks fine-tuned once -------------
+
+@pytest.fixture(scope="module")
+def book_sentences(shared_data: Path) -> list[str]:
+    """Sentences of 4 to 25 words from the first 15000 lines of the book corpus's validation file."""
+    src = shared_data / "gutenberg-en" / "valid.txt.gz"
+    if not src.is_file():
+        pytest.skip(f"{src} is missing")
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        text = " ".join("".join(islice(f, 15000)).split())
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
+    return [s for s in sentences if 4 <= len(s.split()) <= 25]
+
+
+def words_of(s: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", s.lower()))
+
+
+def write_csv(path: Path, header: list[str], rows: list) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyword(book_sentences, tmp_path_factory) -> dict:
+    """Real sentences labelled yes/no by whether they contain the word "and", balanced; 200 for dev."""
+    pos = [s for s in book_sentences if "and" in words_of(s)]
+    neg = [s for s in book_sentences if "and" not in words_of(s)]
+    rows = [r for a, b in zip(pos, neg) for r in ((a, "yes"), (b, "no"))]
+    train, dev = rows[:-200], rows[-200:]
+    folder = tmp_path_factory.mktemp("keyword")
+    return {"train": write_csv(folder / "train.csv", ["text", "label"], train),
+            "dev": write_csv(folder / "dev.csv", ["text", "label"], dev),
+            "train_rows": train, "dev_rows": dev}
+
+
+@pytest.fixture(scope="module")
+def regression(book_sentences, tmp_path_factory) -> dict:
+    """TSV with a numeric score: how many of "and", "the" a real sentence contains (0-2)."""
+    rows = [(s, float(sum(w in words_of(s) for w in ("and", "the")))) for s in book_sentences]
+    folder = tmp_path_factory.mktemp("regression")
+    paths = {}
+    for name, part in (("train", rows[:-200]), ("dev", rows[-200:])):
+        paths[name] = folder / f"{name}.tsv"
+        paths[name].write_text("text\tscore\n" + "".join(f"{t}\t{y:.1f}\n" for t, y in part), encoding="utf-8")
+    return {**paths, "dev_scores": [y for _, y in rows[-200:]]}
+
+
+@pytest.fixture(scope="module")
+def builtin(electra, glue, conll_small, squad_small, tmp_path_factory):
+    """finetune NAME (once per module) → (task dir, data path, CLI result)."""
+    root = tmp_path_factory.mktemp("builtin")
+    data = {"sst2": glue / "SST-2", "mrpc": glue / "MRPC", "stsb": glue / "STS-B",
+            "conll2003": conll_small[0], "squad1": squad_small[0]}
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            out = root / name
+            extra = ["--max-length", 128] if name == "squad1" else []  # room for a 64-token question
+            cache[name] = (out, data[name], cli_ok("finetune", "--model", electra, "--task", name, "--data",
+                                                   data[name], "--out", out, *QUICK, *extra))
+        return cache[name]
+
+    return get
