@@ -69,6 +69,17 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """The block runs with ``proc``; if it is still running afterwards (a failed assert), it is killed and reaped."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def cli_subprocess(*argv: object, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs the installed ``electrolite`` command (a fresh interpreter)."""
     return subprocess.run([*COMMAND, *map(str, argv)], capture_output=True, text=True, timeout=timeout,

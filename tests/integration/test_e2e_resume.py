@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from .conftest import COMMAND, TINY, cli_ok, read_metrics, subprocess_env
+from .conftest import COMMAND, TINY, cli_ok, read_metrics, reaped, subprocess_env
 
 N = 30
 
@@ -65,7 +65,7 @@ def test_sigterm_then_resume_equals_uninterrupted(corpus_dir: Path, tmp_path: Pa
     argv = command(corpus_dir, run)
     proc = subprocess.Popen([*COMMAND, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=subprocess_env())
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 120
         while not (run / "checkpoints" / "latest").exists():
             assert proc.poll() is None, f"exited {proc.returncode} before its first checkpoint:\n{proc.stderr.read()}"
@@ -73,10 +73,6 @@ def test_sigterm_then_resume_equals_uninterrupted(corpus_dir: Path, tmp_path: Pa
             time.sleep(0.002)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     summary = json.loads((run / "summary.json").read_text())
@@ -133,7 +129,7 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus_dir: Path, tmp_path: Pa
     argv = command(corpus_dir, run)
     proc = subprocess.Popen([*COMMAND, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=subprocess_env())
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 120
         while not (run / "checkpoints" / "latest").exists():
             assert proc.poll() is None
@@ -141,10 +137,6 @@ def test_sigkill_then_resume_equals_uninterrupted(corpus_dir: Path, tmp_path: Pa
             time.sleep(0.002)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     latest = (run / "checkpoints" / "latest").read_text().strip()
     assert (run / "checkpoints" / latest / "state.json").exists()
     r = cli_ok(*argv)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from electrolite import checkpoint, pretrain
 
-from .conftest import COMMAND, TINY, cli, cli_ok, read_metrics, snapshot, subprocess_env, user_error
+from .conftest import COMMAND, TINY, cli, cli_ok, read_metrics, reaped, snapshot, subprocess_env, user_error
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "electrolite"
 RESUMED = re.compile(r"^electrolite: resuming from step-(\d{8}) \(step (\d+)/\d+\)$", re.M)
@@ -128,7 +128,7 @@ def test_sigkill_at_random_moments_and_during_checkpoint_writes(fixed_corpus: Pa
         err_path = tmp_path / f"stderr-{attempt}.txt"
         with open(err_path, "w") as err:
             proc = subprocess.Popen([*COMMAND, *argv], stdout=subprocess.DEVNULL, stderr=err, env=subprocess_env())
-        try:
+        with reaped(proc):
             if before is None:  # a fresh start: wait for its first training line
                 wait_for(lambda: logged_step(run) > 0, proc, "a training step")
             else:  # printed right before the loop: the resumed run trains from here on
@@ -143,10 +143,6 @@ def test_sigkill_at_random_moments_and_during_checkpoint_writes(fixed_corpus: Pa
                          "a checkpoint write")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         err_text = err_path.read_text()
         assert proc.returncode == -signal.SIGKILL, f"attempt {attempt} ended by itself ({proc.returncode}):\n{err_text}"
         assert "Traceback" not in err_text, err_text
