@@ -88,7 +88,7 @@ def test_jsonl_documents_and_errors(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "one\\n\\ntwo", "id": 1}\n\n{"text": "  "}\n{"text": "three"}\n')
     assert list(iter_documents(str(path))) == ["one\n\ntwo", "three"]
-    for line, message in (('{"text": "ok"}\n{"text": "cut', "d.jsonl line 2: invalid JSON"),
+    for line, message in (('{"text": "ok"}\n{"text": "cut', "d.jsonl line 2: not valid JSON"),
                           ('{"text": "ok"}\n\n{"body": 1}', 'd.jsonl line 3: expected an object with a string "text"'),
                           ('{"text": 5}', 'd.jsonl line 1: expected an object with a string "text"')):
         path.write_text(line)

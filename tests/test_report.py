@@ -283,7 +283,7 @@ def test_bad_dirs(electra: Path, study: Path, tmp_path: Path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:2] + [lines[2][:40]] + lines[3:]) + "\n")
     msg = user_error(cli("report", electra, run, "--out", out))
-    assert msg.startswith(f"{run / 'metrics.jsonl'} line 3: not JSON"), msg
+    assert msg.startswith(f"{run / 'metrics.jsonl'} line 3: not valid JSON"), msg
     (run / "metrics.jsonl").write_text("\n".join(lines[:4] + [lines[4].replace('"loss": ', '"loss": "x", "_": ')]))
     user_error(cli("report", run, "--out", out), f"{run / 'metrics.jsonl'} line 5: loss: expected a number, got 'x'")
     (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 0, "loss": 0.5}\n')  # a fine-tuned task dir's
@@ -300,7 +300,7 @@ def test_bad_results_json(study: Path, tmp_path: Path):
     user_error(cli("report", bad, "--out", out), f"{bad / 'results.json'}: format: expected 'electrolite-study' "
                "(results of `electrolite study`), got None")
     (bad / "results.json").write_text("{")
-    assert user_error(cli("report", bad, "--out", out)).startswith(f"{bad / 'results.json'}: not JSON")
+    assert user_error(cli("report", bad, "--out", out)).startswith(f"{bad / 'results.json'}: not valid JSON")
     results = json.loads((study / "results.json").read_text())
     for change, message in (
             (lambda r: r.update(format_version=2), "format_version: expected 1, got 2 (written by a newer electrolite?)"),

@@ -6,6 +6,7 @@ traceback. Anything else that escapes is a bug of ours and may traceback.
 
 from __future__ import annotations
 
+import json
 import reprlib
 
 # Values quoted in messages are cut short: a 1 MB field or a YAML alias bomb (9**9 elements that
@@ -44,3 +45,15 @@ def shown(value: object) -> str:
 def shown_repr(value: object) -> str:
     """``repr(value)`` for a message, cut to ~80 characters (never a line break: reprs escape them)."""
     return _SHORT.repr(value)
+
+
+def parse_json(text: str, where: str, document: bool = False) -> object:
+    """``json.loads`` of the user's input, every failure one line naming ``where`` ("FILE line N" for a
+    JSON-lines record, "FILE" with ``document=True`` for a whole file, whose line is then named too)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        at = f"line {e.lineno} column {e.colno}" if document else f"column {e.colno}"
+        raise UserError(f"{where}: not valid JSON ({at}: {e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{where}: not valid JSON (nested too deeply)") from None

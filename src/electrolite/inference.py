@@ -13,7 +13,6 @@ span, text and score.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from electrolite import config as cfgmod
 from electrolite.config import EncoderConfig, PretrainConfig
-from electrolite.errors import UserError
+from electrolite.errors import UserError, parse_json
 from electrolite.finetune import Forward, run_batches, score, torch_forward
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
@@ -119,12 +118,7 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
             continue
         record = None
         if line.lstrip().startswith("{"):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{source} line {n}: invalid JSON ({e.msg})") from None
-            except RecursionError:
-                raise UserError(f"{source} line {n}: invalid JSON (nested too deeply)") from None
+            record = parse_json(line, f"{source} line {n}")
             if not isinstance(record, dict):
                 raise UserError(f"{source} line {n}: expected a JSON object")
         if record is None:

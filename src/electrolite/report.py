@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from electrolite import plots
-from electrolite.errors import UserError, shown, shown_repr
+from electrolite.errors import UserError, parse_json, shown, shown_repr
 
 STUDY_FORMAT, STUDY_VERSION = "electrolite-study", 1
 REPORT_FORMAT, REPORT_VERSION = "electrolite-report", 1
@@ -84,10 +84,7 @@ def read_run(path: Path, name: str) -> Run:
     for n, line in enumerate(_read_text(file).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{file} line {n}: not JSON ({e.msg}, column {e.colno})") from None
+        record = parse_json(line, f"{file} line {n}")
         if not isinstance(record, dict):
             raise UserError(f"{file} line {n}: expected a JSON object, got {shown_repr(record)}")
         step = record.get("step")
@@ -148,10 +145,7 @@ class _Checker:
 def read_study(path: Path) -> Study:
     """Reads and checks a study dir's results.json (format_version 1) and its setups' runs."""
     file = path / "results.json"
-    try:
-        data = json.loads(_read_text(file))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{file}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    data = parse_json(_read_text(file), str(file), document=True)
     if not isinstance(data, dict) or data.get("format") != STUDY_FORMAT:
         found = data.get("format") if isinstance(data, dict) else data
         raise UserError(f"{file}: format: expected {STUDY_FORMAT!r} (results of `electrolite study`), "

@@ -14,7 +14,6 @@ import gzip
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import queue
 import re
@@ -24,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 
-from electrolite.errors import UserError
+from electrolite.errors import UserError, parse_json
 
 _CHUNK_BYTES = 1 << 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -118,12 +117,7 @@ def iter_documents(path: str, errors: str = "strict", on_read: Callable[[int], N
                 lineno += 1
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path} line {lineno}: invalid JSON ({e.msg})") from None
-                except RecursionError:
-                    raise UserError(f"{path} line {lineno}: invalid JSON (nested too deeply)") from None
+                obj = parse_json(line, f"{path} line {lineno}")
                 if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                     raise UserError(f'{path} line {lineno}: expected an object with a string "text" field')
                 text = obj["text"].strip()

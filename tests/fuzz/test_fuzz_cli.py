@@ -50,7 +50,7 @@ def flipped_gzip(data: bytes) -> bytes:
 BOOKS = b"The cat sat on the mat. It was happy.\n\nA second document follows here.\n"
 TEXT_CASES = {  # name: (file name, bytes, the command's words, what the message says)
     "prepare-deep-jsonl": ("deep.jsonl", b'{"text": "fine"}\n' + deep_json().encode() + b"\n", "prepare",
-                           "line 2: invalid JSON (nested too deeply)"),
+                           "line 2: not valid JSON (nested too deeply)"),
     "tokenizer-surrogate-jsonl": ("surrogate.jsonl", b'{"text": "bad \\ud800 escape"}\n', "tokenizer",
                                   'line 1: "text" holds a lone surrogate escape'),
     "prepare-flipped-gzip": ("flipped.txt.gz", flipped_gzip(BOOKS * 50), "prepare", ": cannot read ("),

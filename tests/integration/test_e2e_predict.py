@@ -86,7 +86,7 @@ def test_predict_sentence_pairs_and_their_errors(builtin, glue, tmp_path):
     bad.write_text(json.dumps(records[0]) + "\n" + json.dumps({"sentence1": "x", "sentence2": 3}) + "\n")
     user_error(cli("predict", "--model", model, "--input", bad), f"{bad} line 2: missing text field(s) sentence2")
     bad.write_text('{"sentence1": "x", \n')
-    assert user_error(cli("predict", "--model", model, "--input", bad)).startswith(f"{bad} line 1: invalid JSON")
+    assert user_error(cli("predict", "--model", model, "--input", bad)).startswith(f"{bad} line 1: not valid JSON")
     user_error(cli("predict", "--model", model, "--input", tmp_path / "nope.jsonl"),
                f"{tmp_path / 'nope.jsonl'}: cannot read (No such file or directory)")
     stsb, _, _ = builtin("stsb")

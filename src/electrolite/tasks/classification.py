@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, shown, shown_repr
+from electrolite.errors import UserError, parse_json, shown, shown_repr
 from electrolite.textfiles import lone_surrogate
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
@@ -294,12 +294,7 @@ def _table_records(path: str) -> tuple[list[str] | None, list[tuple[int, object]
         for number, line in enumerate(file_lines(path), start=1):
             if not line.strip():
                 raise UserError(f"{path} line {number}: blank line")
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path} line {number}: not valid JSON ({e.msg})") from None
-            except RecursionError:
-                raise UserError(f"{path} line {number}: not valid JSON (nested too deeply)") from None
+            record = parse_json(line, f"{path} line {number}")
             if not isinstance(record, dict):
                 raise UserError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
             records.append((number, record))

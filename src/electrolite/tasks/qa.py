@@ -10,7 +10,6 @@ is always an exact substring of the context.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, shown, shown_repr
+from electrolite.errors import UserError, parse_json, shown, shown_repr
 from electrolite.metrics import squad_v1, squad_v2
 from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
 from electrolite.textfiles import lone_surrogate
@@ -81,12 +80,7 @@ def read_squad(path: str, version: int = 1) -> list[list[QAExample]]:
             article or question), an answer whose text is not the context at ``answer_start``,
             a question without answers in v1 data, a repeated question id.
     """
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = parse_json(read_text(path), str(path), document=True)
     articles = _get(data, "data", list, path)
     seen: set[str] = set()
     out = []

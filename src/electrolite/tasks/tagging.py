@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, shown, shown_repr
+from electrolite.errors import UserError, parse_json, shown, shown_repr
 from electrolite.metrics import get_entities
 from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
 from electrolite.textfiles import lone_surrogate
@@ -56,12 +56,7 @@ def _read_jsonl(path: str) -> list[Sentence]:
     sentences = []
     for number, line in enumerate(file_lines(path), start=1):
         where = f"{path} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-        except RecursionError:
-            raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
+        record = parse_json(line, where)
         if not isinstance(record, dict) or not isinstance(record.get("tokens"), list):
             raise UserError(f"{where}: expected an object with a 'tokens' list")
         tags = record.get("tags", record.get("ner_tags"))
