@@ -276,6 +276,9 @@ def test_bad_dirs(electra: Path, study: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
     user_error(cli("report", empty, "--out", out), f"{empty}: neither metrics.jsonl nor results.json; {EXPECTED}")
+    (empty / "study.yaml").write_text("name: started\n", encoding="utf-8")
+    user_error(cli("report", empty, "--out", out),
+               f"{empty}: a study with no results.json yet; run `electrolite study` on it first")
     user_error(cli("report", tmp_path / "nope", "--out", out), f"{tmp_path / 'nope'}: no such directory; {EXPECTED}")
 
     run = tmp_path / "run"

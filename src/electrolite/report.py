@@ -204,6 +204,8 @@ def read_sources(dirs: list[str]) -> tuple[list[Run], list[Study]]:
             studies.append(read_study(path))
         elif (path / "metrics.jsonl").is_file():
             runs.append(read_run(path, path.resolve().name))
+        elif (path / "study.yaml").is_file():
+            raise UserError(f"{d}: a study with no results.json yet; run `electrolite study` on it first")
         else:
             raise UserError(f"{d}: neither metrics.jsonl nor results.json; {EXPECTED}")
     return runs, studies
