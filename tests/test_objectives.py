@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from batches import V, gen, make_batch, masker
 from electrolite.config import ObjectiveConfig, PretrainConfig, from_name
 from electrolite.model import count_parameters
-from electrolite.objectives import IGNORE, Electra, MaskedLM, build_objective, make_inputs, sample_from_logits
+from electrolite.objectives import (IGNORE, Electra, MaskedLM, _masked_lm, build_objective, make_inputs,
+                                   sample_from_logits)
 
 
 # --- ELECTRA ---------------------------------------------------------------------------------------
@@ -257,6 +258,15 @@ def test_mlm_accuracy_on_a_constructed_case():
     assert out.mlm_accuracy.item() == pytest.approx((n // 4) / n)
     # Loss: 0 on the quarter predicted right, ~1e4 above the right logit elsewhere.
     assert out.mlm_loss.item() == pytest.approx(1e4 * (n - n // 4) / n, rel=1e-3)
+
+
+def test_mlm_accuracy_takes_the_first_of_tied_top_logits():
+    """As argmax does: ids 3 and 5 tie at the top, so 3 is the prediction (bf16 logits tie often)."""
+    logits = torch.zeros(4, 10, dtype=torch.bfloat16)
+    logits[:, 3] = logits[:, 5] = 1.0
+    inputs = {"mlm_mask": torch.ones(1, 4, dtype=torch.bool), "input_ids": torch.tensor([[3, 5, 3, 0]])}
+    _, acc, _, _ = _masked_lm(torch.zeros(1, 4, 8), lambda h: logits, inputs)
+    assert acc.item() == 0.5
 
 
 @pytest.mark.parametrize("name", ["mlm", "electra"])
