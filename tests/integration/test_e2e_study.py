@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import statistics
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import yaml
 from electrolite import flops
 from electrolite.config import resolve_pretrain_config
 
-from .conftest import cli, cli_ok, snapshot, user_error
+from .conftest import COMMAND, cli, cli_ok, reaped, snapshot, subprocess_env, user_error
 
 BUDGET = 2.0e11  # paper FLOPs: ~20 tiny ELECTRA steps of 8 × 64 tokens, more MLM steps
 BASE = {"size": "tiny", "train": {"batch_size": 8, "precision": "fp32", "device": "cpu", "seed": 0}}
@@ -221,6 +224,31 @@ def test_a_failing_job_stops_the_others_and_a_rerun_finishes(study, tmp_path):
     shutil.copy(out / "pretrain" / "mlm" / "tokenizer.json", copy / "pretrain" / "mlm" / "tokenizer.json")
     cli_ok("study", config, "--out", copy, "--jobs", "2")
     assert json.loads((copy / "results.json").read_text()) == json.loads((out / "results.json").read_text())
+
+
+def test_sigterm_stops_the_jobs_and_a_rerun_finishes_the_same_study(study, tmp_path):
+    config, out, _ = study
+    parallel = tmp_path / "out"
+    proc = subprocess.Popen([*COMMAND, "study", str(config), "--out", str(parallel), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    with reaped(proc):
+        deadline = time.monotonic() + 300
+        while not list((parallel / "finetune").glob("*/*/.seed-*.tmp")):  # a fine-tune under way
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no fine-tune started within 300 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "study: stopped by SIGTERM; re-run the same command to resume" in stdout.splitlines()
+    assert "Traceback" not in stderr
+    stopped = json.loads((parallel / "results.json").read_text())
+    assert not all(row["complete"] for row in stopped["setups"])
+    cli_ok("study", config, "--out", parallel, "--jobs", "2")
+    one, two = (json.loads((d / "results.json").read_text()) for d in (out, parallel))
+    for row in one["setups"] + two["setups"]:
+        row.pop("train_seconds")
+    assert one == two
 
 
 def test_an_unreadable_pretrained_model_is_one_line(study, tmp_path):
