@@ -142,8 +142,9 @@ def _finetune_comparison(root: Path, text: Path) -> dict:
         print("  At this tiny budget the discriminator has not yet left ELECTRA's first phase (calling every\n"
               "  token original), and its weights fine-tune worse than random ones. STUDY.md shows why: a fresh\n"
               "  discriminator needs many thousands of steps to learn context, and until then its upper layers\n"
-              "  collapse (every token gets nearly the same vector). On budgets like this one a masked-LM run\n"
-              "  (`--objective mlm`) gave the better encoder; `electrolite demo --steps 5000` pre-trains longer.")
+              "  collapse (every token gets nearly the same vector). On budgets like this one masked-LM\n"
+              "  pre-training (`electrolite pretrain ... --objective mlm`) gave the better encoder;\n"
+              "  `electrolite demo --steps 5000` pre-trains longer.")
     return results
 
 
