@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="study directory (created; re-run to resume)")
     p.add_argument("--jobs", type=int, default=1,
                    help="pre-trainings / fine-tunes run at once, each in its own process with cores/JOBS threads "
-                   "(default 1); on a CPU, 2 one-thread jobs beat 1 two-thread job for small models")
+                   "(default 1); small models do not fill a CPU's cores")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="plots and a markdown page from pre-training runs and studies",

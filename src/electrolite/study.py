@@ -291,7 +291,7 @@ def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, An
         runs[setup.name] = done
     write_results(study, out, runs)
     for setup, task, seed, task_dir in pending_finetunes(study, out):
-        log(f"study: fine-tuning {setup.name} on {task.name}, seed {seed}")
+        log(f"study: {finetune_label(setup, task, seed)}")
         finetune_one(study, setup, task, seed, out, task_dir)
         write_results(study, out, runs)
     return write_results(study, out, runs)
@@ -308,7 +308,15 @@ def pretraining_state(study: Study, out: Path):
 
 
 def pretraining_finished(summary: dict[str, Any] | None, study: Study) -> bool:
-    return bool(summary) and (summary["stop_reason"] == "completed" or _stopped_by_budget(summary, study))
+    """A run that completed its steps, or (time budget) stopped when the budget ran out."""
+    if not summary:
+        return False
+    reason = str(summary["stop_reason"])
+    return reason == "completed" or (study.budget.kind == "seconds" and reason.startswith("budget"))
+
+
+def finetune_label(setup: Setup, task: TaskSpec, seed: int) -> str:
+    return f"fine-tuning {setup.name} on {task.name}, seed {seed}"
 
 
 def pending_finetunes(study: Study, out: Path):
@@ -319,10 +327,6 @@ def pending_finetunes(study: Study, out: Path):
                 task_dir = out / "finetune" / setup.name / task.name / f"seed-{seed}"
                 if not (task_dir / "eval_results.json").exists():
                     yield setup, task, seed, task_dir
-
-
-def _stopped_by_budget(summary: dict[str, Any] | None, study: Study) -> bool:
-    return bool(summary) and study.budget.kind == "seconds" and str(summary["stop_reason"]).startswith("budget")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from electrolite.errors import UserError
-from electrolite.study import (Study, finetune_one, pending_finetunes, pretrain_config, pretraining_finished,
-                               pretraining_state, write_results, _read_json)
+from electrolite.study import (Study, finetune_label, finetune_one, pending_finetunes, pretrain_config,
+                               pretraining_finished, pretraining_state, write_results, _read_json)
 
 __all__ = ["run_parallel"]
 
@@ -58,7 +58,7 @@ def _unit_main(study: Study, out: Path, unit: tuple, threads: int, errors) -> No
 def _name(unit: tuple) -> str:
     if unit[0] == "pretrain":
         return f"pre-training {unit[1].name}"
-    return f"fine-tuning {unit[1].name} on {unit[2].name}, seed {unit[3]}"
+    return finetune_label(*unit[1:4])
 
 
 def run_parallel(study: Study, out: Path, log, jobs: int) -> dict[str, Any]:
