@@ -282,7 +282,7 @@ def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, An
     runs: dict[str, dict[str, Any]] = {}
     for setup, steps, per_step, done in pretraining_state(study, out):
         if done is None:
-            log(f"study: pre-training {setup.name} for {steps:,} steps ({per_step * steps:.2e} paper FLOPs)")
+            log(f"study: {pretraining_label(setup, steps, per_step)}")
             done = pretrain.run(pretrain_config(study, setup, out, steps))
             if not pretraining_finished(done, study):  # a signal
                 log(f"study: pre-training {setup.name} {done['stop_reason']} at step {done['step']}; "
@@ -313,6 +313,10 @@ def pretraining_finished(summary: dict[str, Any] | None, study: Study) -> bool:
         return False
     reason = str(summary["stop_reason"])
     return reason == "completed" or (study.budget.kind == "seconds" and reason.startswith("budget"))
+
+
+def pretraining_label(setup: Setup, steps: int, per_step: float) -> str:
+    return f"pre-training {setup.name} for {steps:,} steps ({per_step * steps:.2e} paper FLOPs)"
 
 
 def finetune_label(setup: Setup, task: TaskSpec, seed: int) -> str:

@@ -30,7 +30,8 @@ from typing import Any
 
 from electrolite.errors import UserError
 from electrolite.study import (Study, finetune_label, finetune_one, pending_finetunes, pretrain_config,
-                               pretraining_finished, pretraining_state, write_results, _read_json)
+                               pretraining_finished, pretraining_label, pretraining_state, write_results,
+                               _read_json)
 
 __all__ = ["run_parallel"]
 
@@ -44,7 +45,7 @@ def _unit_main(study: Study, out: Path, unit: tuple, threads: int, errors) -> No
     try:
         if unit[0] == "pretrain":
             from electrolite import pretrain
-            _, setup, steps = unit
+            _, setup, steps, _ = unit
             pretrain.run(pretrain_config(study, setup, out, steps))  # checkpoints and returns on SIGTERM/SIGINT
         else:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler decides; it sends SIGTERM
@@ -70,7 +71,7 @@ def run_parallel(study: Study, out: Path, log, jobs: int) -> dict[str, Any]:
     todo: list[tuple] = []
     for setup, steps, per_step, done in pretraining_state(study, out):
         if done is None:
-            todo.append(("pretrain", setup, steps))
+            todo.append(("pretrain", setup, steps, per_step))
         else:
             runs[setup.name] = done
     todo += [("finetune", *unit) for unit in pending_finetunes(study, out)]
@@ -89,10 +90,7 @@ def run_parallel(study: Study, out: Path, log, jobs: int) -> dict[str, Any]:
                 if unit is None:
                     break
                 todo.remove(unit)
-                if unit[0] == "pretrain":
-                    log(f"study: pre-training {unit[1].name} for {unit[2]:,} steps")
-                else:
-                    log(f"study: {_name(unit)}")
+                log(f"study: {pretraining_label(*unit[1:]) if unit[0] == 'pretrain' else _name(unit)}")
                 proc = ctx.Process(target=_unit_main, args=(study, out, unit, threads, errors), daemon=False)
                 proc.start()
                 running[proc] = unit

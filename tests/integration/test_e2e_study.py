@@ -196,8 +196,8 @@ def test_jobs_run_the_same_study_in_parallel_processes(study, tmp_path):
     r = cli_ok("study", config, "--out", parallel, "--jobs", "2")
     lines = [line for line in r.out.splitlines() if line.startswith("study:")]
     assert lines[0] == "study: 14 units to run, 2 at a time, 1 torch thread(s) each"
-    assert sorted(lines[1:3]) == [f"study: pre-training {s} for {n:,} steps" for s, n in
-                                  sorted((row["name"], row["steps"]) for row in
+    assert sorted(lines[1:3]) == [f"study: pre-training {s} for {n:,} steps ({f:.2e} paper FLOPs)" for s, n, f in
+                                  sorted((row["name"], row["steps"], row["paper_flops"]) for row in
                                          json.loads((out / "results.json").read_text())["setups"][:2])]
     assert len(lines) == 1 + 2 + 12
     one, two = (json.loads((d / "results.json").read_text()) for d in (out, parallel))
