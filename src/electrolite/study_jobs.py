@@ -2,9 +2,10 @@
 
 A small model does not keep every core busy, and on a CPU two one-thread processes get more done
 than one two-thread process (STUDY.md's 4-layer ELECTRA: about 1.4-1.6 steps/s in each of two such
-processes side by side, about 1.5 in one two-thread process; not measured on an idle machine). Each unit of work — one setup's pre-training, or one (setup, task, seed) fine-tune —
-runs in its own spawned process with ``cores // N`` torch threads and writes the same files as
-``--jobs 1``. This process only schedules and rewrites results.json after each unit.
+processes side by side, about 1.5 in one two-thread process; not measured on an idle machine). Each
+unit of work — one setup's pre-training, or one (setup, task, seed) fine-tune — runs in its own
+spawned process with ``cores // N`` torch threads and writes the same files as ``--jobs 1``. This
+process only schedules and rewrites results.json after each unit.
 
 Order: every pending pre-training first, then the fine-tunes seed by seed as in ``--jobs 1``; a
 fine-tune starts once the run it starts from has finished pre-training (for a ``from_scratch``
