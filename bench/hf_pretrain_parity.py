@@ -12,12 +12,13 @@ What is transformers' here: the generator (``ElectraForMaskedLM``) and the discr
 (``ElectraForPreTraining``), their initialisation, their losses (the generator's masked-LM loss
 from ``labels``, the discriminator's BCE over attended tokens from ``labels``), the sharing (the
 generator's ``electra.embeddings`` is the discriminator's module, its ``generator_lm_head`` the
-word-embedding matrix), the optimizer (``torch.optim.AdamW``, no weight decay on biases and
-LayerNorm) and the schedule (``get_linear_schedule_with_warmup``). Samples are drawn with
-``torch.multinomial``. What is electrolite's: the corpus, the batch order (``EpochSampler`` with
-RUN's seed) and the masking (``make_inputs`` with the generator seeded as `pretrain` seeds it), so
-both runs see the same sequences and the same masked positions; and the validation metrics,
-computed on the same 10 validation batches with the same masks (EVAL_SEED) and ``rank_auc``.
+word-embedding matrix), the optimizer (``torch.optim.AdamW``) and the schedule
+(``get_linear_schedule_with_warmup``). Samples are drawn with ``torch.multinomial``. What is
+electrolite's: the corpus, the batch order (``EpochSampler`` with RUN's seed) and the masking
+(``make_inputs`` with the generator seeded as `pretrain` seeds it), so both runs see the same
+sequences and the same masked positions; the weight-decay groups (``optim.param_groups``: none on
+biases and LayerNorm); and the validation metrics, which ``pretrain.evaluate`` computes on the
+run's validation batches with the same masks and ``rank_auc``.
 
 Everything else comes from RUN's config.yaml: the shapes, the generator's size, the loss weights,
 learning rate, warm-up, batch, Adam's betas and epsilon, clipping, dropout, seed. Dropout masks,
@@ -29,15 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from electrolite.dataset import EpochSampler
-from electrolite.objectives import make_inputs, rank_auc
-from electrolite.pretrain import EVAL_SEED, Setup, load_run_config
+from electrolite.objectives import ObjectiveOutput, make_inputs, prior_rtd_loss, rank_auc
+from electrolite.optim import param_groups
+from electrolite.pretrain import Setup, evaluate, load_run_config
 
 
 def electra_config(m, heads: int, intermediate: int):
@@ -64,7 +65,7 @@ class HFElectra(torch.nn.Module):
         self.generator.generator_lm_head.weight = self.discriminator.electra.embeddings.word_embeddings.weight
         self.objective = setup.cfg.objective
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: dict[str, torch.Tensor]) -> ObjectiveOutput:
         original, sel = inputs["input_ids"], inputs["mlm_mask"]
         attention, types = inputs["attention_mask"].long(), inputs["token_type_ids"]
         mlm_labels = torch.where(sel, original, torch.full_like(original, -100))
@@ -80,34 +81,9 @@ class HFElectra(torch.nn.Module):
         disc = self.discriminator(input_ids=corrupted, attention_mask=attention, token_type_ids=types, labels=labels)
         loss = self.objective.generator_weight * gen.loss + self.objective.discriminator_weight * disc.loss
         real = inputs["attention_mask"]
-        return {"loss": loss, "mlm_loss": gen.loss.detach(), "mlm_accuracy": acc, "rtd_loss": disc.loss.detach(),
-                "rtd_auc": rank_auc(disc.logits.detach().float()[real], labels.bool()[real]),
-                "replaced_fraction": labels[real].float().mean()}
-
-
-@torch.no_grad()
-def evaluate(model: HFElectra, setup: Setup, precision: str) -> dict[str, float]:
-    """Mean metrics over the validation batches `pretrain.evaluate` uses, with its masks."""
-    model.eval()
-    gen = torch.Generator().manual_seed(EVAL_SEED)
-    b, n, totals = setup.cfg.train.batch_size, 0, {}
-    with torch.random.fork_rng():
-        torch.manual_seed(EVAL_SEED)
-        for start in range(0, min(len(setup.valid), setup.cfg.train.eval_batches * b), b):
-            idx = torch.arange(start, min(start + b, len(setup.valid))).numpy()
-            inputs = make_inputs(setup.valid.batch(idx), setup.masker, False, gen)
-            with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-                out = model(inputs)
-            for k, v in out.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            n += 1
-    model.train()
-    return {k: v / n for k, v in totals.items()}
-
-
-def prior_loss(p: float) -> float:
-    """BCE of always predicting the replaced fraction p (the loss of a discriminator that learned nothing)."""
-    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+        return ObjectiveOutput(loss=loss, mlm_loss=gen.loss.detach(), mlm_accuracy=acc, rtd_loss=disc.loss.detach(),
+                               rtd_auc=rank_auc(disc.logits.detach().float()[real], labels.bool()[real]),
+                               replaced_fraction=labels[real].float().mean())
 
 
 def main() -> None:
@@ -139,27 +115,24 @@ def main() -> None:
     torch.manual_seed(t.seed)
     model = HFElectra(setup)
     model.train()
-    named = {id(p): (n, p) for n, p in model.named_parameters()}.values()  # shared tensors once
-    decay = [p for n, p in named if p.ndim >= 2 and "LayerNorm" not in n]
-    rest = [p for n, p in named if not (p.ndim >= 2 and "LayerNorm" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
+    groups = param_groups(model, t.weight_decay, t.learning_rate)  # shared tensors once; no decay on biases, LN
+    opt = torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_epsilon)
     sched = get_linear_schedule_with_warmup(opt, t.resolved_warmup_steps, t.steps)
     sampler = EpochSampler(len(setup.corpus), t.batch_size, t.seed, 0, 1)
     mask_gen = torch.Generator().manual_seed(t.seed + 1)
-    params = [p for _, p in named]
+    params = [p for g in groups for p in g["params"]]
     steps = min(args.steps or t.steps, t.steps)
     out = open(args.out, "w") if args.out else None
     every = args.eval_every or t.eval_every
 
     def report(step: int) -> None:
-        hf = evaluate(model, setup, args.precision)
-        row = {"step": step, "hf_rtd_auc": round(hf["rtd_auc"], 4),
-               "hf_rtd_loss_minus_prior": round(hf["rtd_loss"] - prior_loss(hf["replaced_fraction"]), 4),
-               "hf_mlm_accuracy": round(hf["mlm_accuracy"], 4)}
+        hf = evaluate(model, setup, torch.device("cpu"), t.eval_batches, args.precision)
+        gap = hf["valid_rtd_loss"] - prior_rtd_loss(hf["valid_replaced_fraction"])
+        row = {"step": step, "hf_rtd_auc": round(hf["valid_rtd_auc"], 4), "hf_rtd_loss_minus_prior": round(gap, 4),
+               "hf_mlm_accuracy": round(hf["valid_mlm_accuracy"], 4)}
         r = run_valid.get(step)
         if r:
-            gap = r["valid_rtd_loss"] - prior_loss(r["valid_replaced_fraction"])
+            gap = r["valid_rtd_loss"] - prior_rtd_loss(r["valid_replaced_fraction"])
             row.update({"run_rtd_auc": round(r["valid_rtd_auc"], 4), "run_rtd_loss_minus_prior": round(gap, 4),
                         "run_mlm_accuracy": round(r["valid_mlm_accuracy"], 4)})
         print(json.dumps(row), flush=True)
@@ -172,7 +145,7 @@ def main() -> None:
     for step in range(1, steps + 1):
         inputs = make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, False, mask_gen)
         with torch.autocast("cpu", torch.bfloat16, enabled=args.precision == "bf16"):
-            loss = model(inputs)["loss"]
+            loss = model(inputs).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)

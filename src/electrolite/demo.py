@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 import re
 import time
 from pathlib import Path
 
 from electrolite import config as cfgmod
+from electrolite.objectives import prior_rtd_loss
 
 DEMO_STEPS = 600
 DEMO_OVERRIDES = {
@@ -84,7 +84,7 @@ def _report_pretraining(root: Path, summary: dict, initial: dict) -> None:
             print(f"  {label:<36} {summary[key]:.3f}   (untrained {initial.get(key, float('nan')):.3f})")
     if "valid_replaced_fraction" in summary:
         q = summary["valid_replaced_fraction"]
-        prior = -(q * math.log(q) + (1 - q) * math.log(1 - q))
+        prior = prior_rtd_loss(q)
         print(f"  {'RTD accuracy of all-original':<36} {1 - q:.3f}   (loss of that prior {prior:.3f}; AUC 0.5 is chance)")
         print("A tiny model this short learns the generator's masked LM first; detection of replaced tokens\n"
               "rises later (see metrics.jsonl, or pre-train longer with --steps).")

@@ -12,6 +12,7 @@ parts. Both take ``sop=True`` to add ALBERT's sentence-order head.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -314,6 +315,12 @@ def rank_auc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ranks[order] = mid[group]
     u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2
     return (u / (n_pos * n_neg)).float()
+
+
+def prior_rtd_loss(replaced_fraction: float) -> float:
+    """BCE of always answering the replaced fraction q: the loss of a discriminator that learned nothing."""
+    q = replaced_fraction
+    return -(q * math.log(q) + (1 - q) * math.log(1 - q))
 
 
 def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
