@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from electrolite.config import ObjectiveConfig
-from electrolite.objectives import Masker
+from electrolite.config import ObjectiveConfig, PretrainConfig, from_name
+from electrolite.objectives import Electra, Masker, make_inputs
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 V = 1000
@@ -90,3 +90,20 @@ def assert_whole_words(inputs: dict[str, torch.Tensor]) -> int:
 
 
 # --- masking rates -------------------------------------------------------------------------------
+
+
+# --- a tiny ELECTRA on these batches ---------------------------------------------------------------
+
+def tiny_electra(seed: int = 0, **objective) -> tuple[Electra, PretrainConfig]:
+    """A tiny ELECTRA without dropout over this vocabulary, seeded; `objective` are ObjectiveConfig fields."""
+    obj = ObjectiveConfig(name="electra", **objective)
+    cfg = PretrainConfig(size="tiny", model=from_name("tiny", vocab_size=V, hidden_dropout_prob=0.0,
+                                                      attention_probs_dropout_prob=0.0), objective=obj)
+    torch.manual_seed(seed)
+    return Electra(cfg.model, cfg.generator_config(), obj), cfg
+
+
+def electra_inputs(cfg: PretrainConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """An 8 × 32 batch made into the objective's inputs with `cfg`'s masking, seeded."""
+    m = Masker(cfg.objective, V, MASK, SPECIALS, WORD_START)
+    return make_inputs(make_batch(rows=8, seq_len=32, seed=seed), m, False, torch.Generator().manual_seed(seed))

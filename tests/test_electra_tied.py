@@ -8,26 +8,17 @@ import pytest
 import torch
 
 from electrolite import checkpoint
-from electrolite.config import ObjectiveConfig, PretrainConfig, from_name
+from electrolite.config import ObjectiveConfig, PretrainConfig
 from electrolite.errors import UserError
 from electrolite.model import count_parameters
-from electrolite.objectives import Electra, make_inputs
+from electrolite.objectives import Electra
 
-from electrolite.objectives import Masker, _masked_lm
-from batches import MASK, SPECIALS, V, WORD_START, make_batch
+from electrolite.objectives import _masked_lm
+from batches import electra_inputs, tiny_electra
 
 
 def tied_model(seed: int = 0) -> tuple[Electra, PretrainConfig]:
-    objective = ObjectiveConfig(name="electra", generator_size=1.0, tie_encoders=True)
-    cfg = PretrainConfig(size="tiny", model=from_name("tiny", vocab_size=V, hidden_dropout_prob=0.0,
-                                                      attention_probs_dropout_prob=0.0), objective=objective)
-    torch.manual_seed(seed)
-    return Electra(cfg.model, cfg.generator_config(), objective), cfg
-
-
-def inputs(cfg: PretrainConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    masker = Masker(cfg.objective, V, MASK, SPECIALS, WORD_START)
-    return make_inputs(make_batch(rows=8, seq_len=32, seed=seed), masker, False, torch.Generator().manual_seed(seed))
+    return tiny_electra(seed, generator_size=1.0, tie_encoders=True)
 
 
 @pytest.mark.parametrize("changes", [dict(generator_size=0.25), dict(generator_layers=0.5), dict(name="mlm")])
@@ -43,13 +34,13 @@ def test_one_encoder_serves_both():
     # Untied, the generator is a second full encoder (its embeddings shared): exactly that many more weights.
     encoder_only = count_parameters(model.discriminator) - count_parameters(model.discriminator.embeddings)
     assert count_parameters(untied) - count_parameters(model) == encoder_only
-    out = model(inputs(cfg))
+    out = model(electra_inputs(cfg))
     assert torch.isfinite(out.loss) and 0.0 < float(out.replaced_fraction) <= 0.15 + 1e-6
 
 
 def test_the_masked_lm_gradient_alone_moves_the_shared_encoder():
     model, cfg = tied_model()
-    batch = inputs(cfg)
+    batch = electra_inputs(cfg)
     hidden = model.generator(batch["masked_input_ids"], batch["attention_mask"], batch["token_type_ids"])
     loss, *_ = _masked_lm(hidden, model.generator_head, batch)
     loss.backward()

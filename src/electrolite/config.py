@@ -94,6 +94,17 @@ class EncoderConfig:
         return self.hidden_size // self.num_attention_heads
 
 
+# ELECTRA recipes: the values a field left at -1 (or "") takes. "paper" is Clark et al. 2020 as the reference
+# code runs it; "small-budget" is what STUDY.md's screen at 1e14 FLOPs found to leave the all-original plateau.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": dict(generator_lr_scale=1.0, uniform_replace_start=0.0, curriculum_fraction=0.0,
+                  two_stage_fraction=0.0, embedding_sharing="shared"),
+    "small-budget": dict(generator_lr_scale=0.25, uniform_replace_start=0.5, curriculum_fraction=0.5,
+                         two_stage_fraction=0.0, embedding_sharing="shared"),
+}
+DEFAULT_RECIPE = "small-budget"  # what `resolve_pretrain_config` gives a new run that names none
+
+
 @dataclass
 class ObjectiveConfig:
     """What the encoder learns: ELECTRA's replaced-token detection or BERT's masked LM, optionally with SOP."""
@@ -127,14 +138,64 @@ class ObjectiveConfig:
     sop_weight: float = 1.0
     """Weight of the sentence-order loss."""
     temperature: float = 1.0
-    """ELECTRA: temperature of the generator's sampling distribution."""
+    """ELECTRA: temperature of the generator's sampling distribution (where a curriculum ends)."""
+    recipe: str = "paper"
+    """ELECTRA: which recipe the fields left at -1 (or "") take: small-budget (the default of `electrolite pretrain`,
+    study and demo: a replacement curriculum, a slower generator and a two-stage warm start, measured in STUDY.md
+    to leave the all-original plateau on CPU budgets) or paper (Clark et al. 2020 exactly; a run dir written
+    before this field existed reads as paper). Fields set explicitly always win."""
+    generator_lr_scale: float = -1.0
+    """ELECTRA: the generator's parameters learn at this multiple of the learning rate, in AdamW groups of their
+    own (under Adam the loss weights do not slow the generator, only its learning rate does: Dong et al., ICML
+    2023). -1 derives it from the recipe (paper 1)."""
+    decoupled_training: bool = False
+    """ELECTRA: clip the generator's and the discriminator's gradients separately, as two models with their own
+    updates would be (microsoft/DeBERTa rtd_task.py `decoupled_training`); off: one global norm, as the paper."""
+    temperature_start: float = -1.0
+    """ELECTRA curriculum: the sampling temperature at step 0, annealed linearly to `temperature` over
+    curriculum_fraction of the steps (Fast-ELECTRA, ICLR 2024, anneals its generator's temperature). A high
+    start makes early replacements easy to spot. -1 derives it from the recipe (paper: no curriculum)."""
+    uniform_replace_start: float = -1.0
+    """ELECTRA curriculum: at step 0 this share of the replacements is a uniformly random token instead of the
+    generator's sample, annealed linearly to 0 over curriculum_fraction of the steps. -1 derives it (paper 0)."""
+    curriculum_fraction: float = -1.0
+    """ELECTRA curriculum: the share of the steps over which temperature_start and uniform_replace_start anneal
+    to their end values (0: no curriculum). -1 derives it from the recipe (paper 0)."""
+    two_stage_fraction: float = -1.0
+    """ELECTRA two-stage warm start: the first this share of the steps trains the discriminator's encoder as a
+    masked LM (its own MLM head, tied to its embeddings); then replaced-token detection continues from it with the
+    generator (the paper's Section 3.2 two-stage variant; both stages count in the FLOPs). -1 derives it (paper 0)."""
+    embedding_sharing: str = ""
+    """ELECTRA: shared (generator and discriminator train one embedding module, as the paper) or gdes
+    (DeBERTaV3's gradient-disentangled sharing: the discriminator embeds with stop-gradient(generator's
+    embeddings) + a zero-initialised residual, so replaced-token detection does not pull on the generator's
+    table; exports fold the residual in). "" derives it from the recipe (paper: shared)."""
 
     def __post_init__(self) -> None:
         if self.mask_token_frac < 0:
             self.mask_token_frac = 0.85 if self.name == "electra" else 0.8
         if self.random_token_frac < 0:
             self.random_token_frac = 0.0 if self.name == "electra" else 0.1
+        if self.recipe not in RECIPES:
+            raise UserError(f"objective.recipe must be {' or '.join(RECIPES)}, got {shown_repr(self.recipe)}")
+        for key, value in RECIPES[self.recipe].items():
+            if getattr(self, key) in (-1.0, ""):
+                setattr(self, key, value)
+        if self.temperature_start < 0:
+            self.temperature_start = self.temperature
         self.validate()
+
+    def curriculum(self, step: int, steps: int) -> tuple[float, float]:
+        """(sampling temperature, uniform-replacement share) at `step` of `steps`: a pure function of the step,
+        so a resumed run corrupts exactly as an uninterrupted one."""
+        span = self.curriculum_fraction * steps
+        done = min(1.0, step / span) if span > 0 else 1.0
+        t = self.temperature_start + (self.temperature - self.temperature_start) * done
+        return t, self.uniform_replace_start * (1.0 - done)
+
+    def first_stage_steps(self, steps: int) -> int:
+        """Steps of the two-stage warm start's masked-LM stage (0: none)."""
+        return int(round(self.two_stage_fraction * steps)) if self.name == "electra" else 0
 
     def validate(self) -> None:
         if self.name not in ("electra", "mlm"):
@@ -152,8 +213,22 @@ class ObjectiveConfig:
         if self.tie_encoders and (self.name != "electra" or self.generator_size != 1.0 or self.generator_layers != 1.0):
             raise UserError("objective.tie_encoders needs objective.name electra and generator_size and "
                             "generator_layers 1 (one encoder for both)")
-        if self.temperature <= 0:
-            raise UserError(f"objective.temperature must be positive, got {self.temperature}")
+        if self.temperature <= 0 or self.temperature_start <= 0:
+            raise UserError(f"objective.temperature and temperature_start must be positive, got "
+                            f"{self.temperature} and {self.temperature_start}")
+        for key in ("uniform_replace_start", "curriculum_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise UserError(f"objective.{key} must be in [0, 1], got {getattr(self, key)}")
+        if not 0.0 <= self.two_stage_fraction < 1.0:
+            raise UserError(f"objective.two_stage_fraction must be in [0, 1), got {self.two_stage_fraction}")
+        if self.generator_lr_scale <= 0:
+            raise UserError(f"objective.generator_lr_scale must be positive, got {self.generator_lr_scale}")
+        if self.embedding_sharing not in ("shared", "gdes"):
+            raise UserError(f"objective.embedding_sharing must be shared or gdes, got {shown_repr(self.embedding_sharing)}")
+        if self.tie_encoders and (self.generator_lr_scale != 1.0 or self.embedding_sharing != "shared"
+                                  or self.two_stage_fraction > 0):
+            raise UserError("objective.tie_encoders (one encoder for both) needs generator_lr_scale 1, "
+                            "embedding_sharing shared and two_stage_fraction 0")
 
 
 @dataclass
@@ -170,6 +245,10 @@ class TrainConfig:
     """Peak learning rate (ELECTRA-Small 5e-4, Base 2e-4)."""
     warmup_steps: int = -1
     """Linear warm-up steps, then linear decay to 0; -1 derives min(10000, 10% of steps)."""
+    lr_schedule: str = "linear"
+    """linear (warm up to the peak over warmup_steps, then decay linearly to 0 at the last step, as BERT) or
+    electra (the ELECTRA reference's: linear decay from the peak over all steps, multiplied by min(1, step/warmup),
+    so the peak is never quite reached)."""
     weight_decay: float = 0.01
     """AdamW weight decay (not on biases or LayerNorm)."""
     adam_beta1: float = 0.9
@@ -234,6 +313,8 @@ class TrainConfig:
             raise UserError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.compile not in ("auto", "on", "off"):
             raise UserError(f"train.compile must be auto, on or off, got {self.compile!r}")
+        if self.lr_schedule not in ("linear", "electra"):
+            raise UserError(f"train.lr_schedule must be linear or electra, got {shown_repr(self.lr_schedule)}")
         if self.parallel not in ("ddp", "fsdp"):
             raise UserError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
         if self.budget:
@@ -439,6 +520,8 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
     base_model = {k: v for k, v in _size_entry(size).items() if k not in _OBJECTIVE_SIZE_KEYS}
     merged["model"] = {**base_model, **merged["model"]}
     merged["objective"] = {**size_objective_defaults(size), **merged["objective"]}
+    if merged["objective"].get("name", ObjectiveConfig.name) == "electra":
+        merged["objective"].setdefault("recipe", DEFAULT_RECIPE)
     # Derived fields are stored resolved in config.yaml; re-resolving must not re-derive them from
     # a changed sibling, so derivation only happens for fields still at their sentinel.
     return build(PretrainConfig, merged)

@@ -167,7 +167,7 @@ def gradient_sync(model: nn.Module, sync: bool):
         yield
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
+def clip_gradients(model: nn.Module | list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Clip the total gradient norm to `max_norm` (0: leave it) and return the norm before clipping.
 
     A sharded model's gradients are DTensor shards: ``clip_grad_norm_`` reduces their norm over the
@@ -175,7 +175,8 @@ def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
     """
     if max_norm <= 0:
         return torch.tensor(0.0)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    params = model.parameters() if isinstance(model, nn.Module) else model
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 

@@ -344,30 +344,141 @@ class Electra(nn.Module):
     """ELECTRA: a small masked-LM generator corrupts tokens; the discriminator detects replacements.
 
     Generator and discriminator share token, position and type embeddings and the embedding
-    LayerNorm (one module); each has its own projection to its hidden size when needed.
+    LayerNorm (one module); each has its own projection to its hidden size when needed. With
+    ``embedding_sharing: gdes`` the discriminator has an embedding module of its own whose tensors
+    always equal the generator's plus a residual (see ``after_optimizer_step``), so it stays a plain
+    encoder for fine-tuning and export. The small-budget levers (generator learning rate, replacement
+    curriculum, two-stage warm start) are driven by the recipe through ``set_step``.
     """
 
     def __init__(self, model: EncoderConfig, generator: EncoderConfig, objective: ObjectiveConfig):
         super().__init__()
         self.objective = objective
+        self.gdes = objective.embedding_sharing == "gdes"
         self.discriminator = Encoder(model)
-        self.generator = (self.discriminator if objective.tie_encoders
-                          else Encoder(generator, embeddings=self.discriminator.embeddings))
-        self.generator_head = MLMHead(generator, self.discriminator.embeddings.word_embeddings)
+        shared = None if self.gdes else self.discriminator.embeddings
+        self.generator = (self.discriminator if objective.tie_encoders else Encoder(generator, embeddings=shared))
+        if self.gdes:  # the residual starts at zero: the discriminator embeds exactly as the generator does
+            self.discriminator.embeddings.load_state_dict(self.generator.embeddings.state_dict())
+        self.generator_head = MLMHead(generator, self.generator.embeddings.word_embeddings)
         self.discriminator_head = RTDHead(model)
         if objective.sop:
             self.sop_head = SOPHead(model)
+        if objective.two_stage_fraction > 0:  # stage 1: the discriminator's encoder as a masked LM
+            self.discriminator_mlm_head = MLMHead(model, self.discriminator.embeddings.word_embeddings)
+        self.temperature, self.uniform_share = objective.temperature, 0.0
+        self.first_stage = False
+        self._generator_embeddings_before: list[torch.Tensor] | None = None
+        pool = torch.ones(model.vocab_size, dtype=torch.bool)
+        pool[model.pad_token_id] = False
+        self.register_buffer("random_pool", torch.nonzero(pool).squeeze(1), persistent=False)
+
+    def set_random_pool(self, ids: torch.Tensor) -> None:
+        """Ids a uniform replacement may take (the non-special ones; default: all but padding)."""
+        self.random_pool = ids.to(self.random_pool.device)
+
+    def set_step(self, step: int, steps: int) -> None:
+        """Put the schedules at `step` of `steps`: the curriculum's temperature and uniform share, and the stage."""
+        self.temperature, self.uniform_share = self.objective.curriculum(step, steps)
+        first_steps = self.objective.first_stage_steps(steps)
+        if first_steps and step == first_steps:  # a pure function of the step: a resumed run switches alike
+            self.start_second_stage()
+        self.first_stage = step < first_steps
+
+    def set_final(self) -> None:
+        """The corruption the recipe ends at (evaluation always measures against it): no curriculum, stage 2."""
+        self.temperature, self.uniform_share, self.first_stage = self.objective.temperature, 0.0, False
+
+    @torch.no_grad()
+    def start_second_stage(self) -> None:
+        """From masked LM to RTD: with GDES the generator's table takes the discriminator's trained embeddings
+        (residual zero again); shared embeddings are one module already."""
+        if self.gdes:
+            self.generator.embeddings.load_state_dict(self.discriminator.embeddings.state_dict())
+
+    def lr_scales(self) -> dict[str, float]:
+        """{parameter name: learning-rate multiplier} for the generator's own parameters (generator_lr_scale).
+
+        Shared embeddings belong to the discriminator (they get its RTD gradient); under GDES the
+        generator's table is the generator's alone.
+        """
+        scale = self.objective.generator_lr_scale
+        if scale == 1.0:
+            return {}
+        mine = {id(p) for p in self.discriminator.parameters()}
+        return {name: scale for name, p in self.named_parameters()
+                if name.startswith(("generator.", "generator_head.")) and id(p) not in mine}
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the generator's loss trains (for decoupled clipping)."""
+        mine = {id(p) for p in self.discriminator.parameters()}
+        seen: dict[int, nn.Parameter] = {}
+        for module in (self.generator, self.generator_head):
+            for p in module.parameters():
+                if id(p) not in mine:
+                    seen[id(p)] = p
+        return list(seen.values())
+
+    def before_optimizer_step(self) -> None:
+        """GDES: remember the generator's embeddings, so the discriminator's can follow their update."""
+        if self.gdes:
+            self._generator_embeddings_before = [p.detach().clone() for p in self.generator.embeddings.parameters()]
+
+    @torch.no_grad()
+    def after_optimizer_step(self, lr: float, weight_decay: float) -> None:
+        """GDES: discriminator embeddings = generator's + residual, kept as one plain tensor per parameter.
+
+        The discriminator's embedding tensor D = sg(G) + R. Its gradient is R's (G gets none from RTD), so
+        the optimizer's update of D is R's update; G's own update (from the masked LM) is added here, and R
+        takes AdamW's decoupled weight decay (the group of D has none: D itself must not decay to zero).
+        """
+        if not self.gdes or self._generator_embeddings_before is None:
+            return
+        pairs = zip(self.discriminator.embeddings.named_parameters(), self.generator.embeddings.parameters(),
+                    self._generator_embeddings_before)
+        for (name, d), g, g_before in pairs:
+            residual = d - g_before
+            if weight_decay and d.ndim >= 2:
+                residual.mul_(1.0 - lr * weight_decay)
+            d.copy_(g + residual)
+        self._generator_embeddings_before = None
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names whose decay `after_optimizer_step` applies itself (GDES: to the residual only)."""
+        if not self.gdes:
+            return set()
+        return {f"discriminator.embeddings.{n}" for n, _ in self.discriminator.embeddings.named_parameters()}
+
+    def residual_embeddings(self) -> dict[str, torch.Tensor]:
+        """GDES: the discriminator's embedding residuals (its tensors minus the generator's); {} when shared."""
+        if not self.gdes:
+            return {}
+        g = dict(self.generator.embeddings.named_parameters())
+        return {n: (d - g[n]).detach() for n, d in self.discriminator.embeddings.named_parameters()}
+
+    def corrupt(self, original: torch.Tensor, selected: torch.Tensor, gen_logits: torch.Tensor) -> torch.Tensor:
+        """Replace every selected position with a sample (a share `uniform_share` of them uniform over the
+        pool, the rest from softmax(logits / temperature)); a sample equal to the original counts as original."""
+        corrupted = original.clone()
+        samples = sample_from_logits(gen_logits, self.temperature)  # (N,)
+        if self.uniform_share > 0 and samples.numel():
+            uniform = torch.rand(samples.shape, device=samples.device) < self.uniform_share
+            pick = torch.randint(len(self.random_pool), samples.shape, device=samples.device)
+            samples = torch.where(uniform, self.random_pool[pick], samples)
+        corrupted[selected] = samples
+        return corrupted
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> ObjectiveOutput:
         attention, types = inputs["attention_mask"], inputs["token_type_ids"]
         original = inputs["input_ids"]
+        if self.first_stage:  # the warm start: the discriminator's encoder learns as a masked LM
+            hidden = self.discriminator(inputs["masked_input_ids"], attention, types)
+            mlm_loss, mlm_acc, logits, _ = _masked_lm(hidden, self.discriminator_mlm_head, inputs)
+            return ObjectiveOutput(loss=mlm_loss, mlm_loss=mlm_loss.detach(), mlm_accuracy=mlm_acc, mlm_logits=logits)
         gen_hidden = self.generator(inputs["masked_input_ids"], attention, types)  # (B, T, Hg)
         gen_loss, gen_acc, gen_logits, _ = _masked_lm(gen_hidden, self.generator_head, inputs)
 
-        # Replace every selected position with a sample; a sample equal to the original is
-        # labelled original, exactly (corrupted != original).
-        corrupted = original.clone()
-        corrupted[inputs["mlm_mask"]] = sample_from_logits(gen_logits, self.objective.temperature)
+        corrupted = self.corrupt(original, inputs["mlm_mask"], gen_logits)
         labels = (corrupted != original) & attention  # (B, T)
 
         disc_hidden = self.discriminator(corrupted, attention, types)  # (B, T, H)

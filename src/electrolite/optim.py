@@ -12,14 +12,17 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
 
 
 def param_groups(model: nn.Module, weight_decay: float, lr: float,
-                 layer_scale: dict[str, float] | None = None) -> list[dict]:
+                 layer_scale: dict[str, float] | None = None, undecayed: set[str] | None = None) -> list[dict]:
     """AdamW parameter groups: decay / no-decay, optionally each scaled per parameter name.
 
     Args:
         model: the module to optimise; shared parameters appear once.
         weight_decay: decay for weight matrices.
         lr: base learning rate.
-        layer_scale: optional {parameter name: lr multiplier} (layer-wise decay in fine-tuning).
+        layer_scale: optional {parameter name: lr multiplier} (layer-wise decay in fine-tuning, ELECTRA's
+            generator learning rate in pre-training).
+        undecayed: names that take no weight decay from the optimizer whatever their shape (their owner
+            decays them itself, as ELECTRA's GDES residual).
     """
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     seen: set[int] = set()
@@ -28,7 +31,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float,
             continue
         seen.add(id(p))
         scale = (layer_scale or {}).get(name, 1.0)
-        groups.setdefault((no_decay(name, p), scale), []).append(p)
+        groups.setdefault((no_decay(name, p) or name in (undecayed or ()), scale), []).append(p)
     return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr": lr * scale, "lr_scale": scale}
             for (nd, scale), ps in groups.items()]
 
@@ -48,6 +51,18 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def electra_schedule(step: int, warmup: int, total: int) -> float:
+    """The ELECTRA reference's LR multiplier (model/optimization.py): linear decay from 1 at step 0 to 0 at
+    `total`, times min(1, step / warmup). Step 0 therefore has learning rate 0, as in the reference."""
+    decay = max(0.0, 1.0 - step / max(1, total))
+    return decay * (min(1.0, step / warmup) if warmup > 0 else 1.0)
+
+
+def lr_multiplier(schedule: str, step: int, warmup: int, total: int) -> float:
+    """The multiplier of train.lr_schedule (linear or electra) at `step`."""
+    return electra_schedule(step, warmup, total) if schedule == "electra" else linear_schedule(step, warmup, total)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, multiplier: float) -> None:

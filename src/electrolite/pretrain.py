@@ -32,8 +32,8 @@ from electrolite.distributed import (Dist, any_rank, autocast, broadcast, clip_g
                                      resolve_precision, shutdown, to_device, wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.model import Encoder
-from electrolite.objectives import Masker, build_objective, make_inputs
-from electrolite.optim import adamw, linear_schedule, param_groups, set_lr
+from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
+from electrolite.optim import adamw, lr_multiplier, param_groups, set_lr
 from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
@@ -67,14 +67,33 @@ class Setup:
         self.masker = Masker(self.cfg.objective, model.vocab_size, self.special.mask_token_id,
                              [self.special.cls_token_id, self.special.sep_token_id, self.special.pad_token_id,
                               self.special.mask_token_id], word_start_mask(self.tokenizer))
-        t = self.cfg.train
-        self.flops = flops.estimate(model, self.generator_cfg, self.cfg.objective.name, self.cfg.objective.sop,
-                                    1, t.batch_size * t.gradient_accumulation_steps * world_size, seq_len,
-                                    self.cfg.objective.mask_prob)
+        t, o = self.cfg.train, self.cfg.objective
+        batch = t.batch_size * t.gradient_accumulation_steps * world_size
+        self.flops = flops.estimate(model, self.generator_cfg, o.name, o.sop, 1, batch, seq_len, o.mask_prob)
+        # ELECTRA's two-stage warm start: its first steps cost what a masked-LM step on the discriminator does
+        self.first_stage_steps = o.first_stage_steps(t.steps)
+        self.first_stage_flops = (flops.estimate(model, None, "mlm", o.sop, 1, batch, seq_len, o.mask_prob)
+                                  if o.name == "electra" and o.two_stage_fraction > 0 else self.flops)
+        if o.name == "electra" and o.embedding_sharing == "gdes" and t.parallel == "fsdp":
+            raise UserError("objective.embedding_sharing gdes is not supported with train.parallel fsdp "
+                            "(the discriminator's embeddings follow the generator's after every step); use ddp")
+
+    def paper_flops(self, step: int) -> float:
+        """Paper-convention FLOPs of the first `step` steps (both stages of a two-stage warm start)."""
+        first = min(step, self.first_stage_steps)
+        return self.first_stage_flops.paper_flops_per_step * first + self.flops.paper_flops_per_step * (step - first)
+
+    def model_flops(self, step: int) -> float:
+        """Matmul FLOPs of the first `step` steps."""
+        first = min(step, self.first_stage_steps)
+        return self.first_stage_flops.model_flops_per_step * first + self.flops.model_flops_per_step * (step - first)
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.train.seed)
-        return build_objective(self.cfg.model, self.cfg.objective, self.generator_cfg)
+        model = build_objective(self.cfg.model, self.cfg.objective, self.generator_cfg)
+        if hasattr(model, "set_random_pool"):  # uniform replacements draw from the masker's non-special ids
+            model.set_random_pool(self.masker.random_pool)
+        return model
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -98,7 +117,11 @@ def prepare_run_dir(setup: Setup) -> bool:
     current = cfgmod.to_dict(setup.cfg)
     saved_path = out / "config.yaml"
     if saved_path.exists():
-        saved = cfgmod.load_yaml(saved_path)
+        # Through the dataclass: a field added since the run was written compares at the value it reads as.
+        try:
+            saved = cfgmod.to_dict(cfgmod.build(PretrainConfig, cfgmod.load_yaml(saved_path)))
+        except UserError as e:
+            raise UserError(f"{saved_path}: {e}") from None
         diffs = [d for d in config_differences(saved, current) if d not in RESUMABLE_CHANGES | {"corpus", "out"}]
         if diffs:
             raise UserError(f"{out} holds a run with another config ({', '.join(diffs)} differ); "
@@ -127,6 +150,8 @@ def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches
         return {}
     was_training = model.training
     model.eval()
+    if hasattr(model, "set_final"):  # ELECTRA: measured against the corruption its recipe ends at
+        model.set_final()
     gen = torch.Generator().manual_seed(EVAL_SEED)
     b = setup.cfg.train.batch_size
     totals: dict[str, float] = {}
@@ -180,6 +205,7 @@ class MetricsLog:
         self.first = dict(first or {})
         self.path = run_dir / "metrics.jsonl"
         self.valid_steps: set[int] = set()  # steps that already have a validation line
+        self.valid_records: list[dict[str, Any]] = []  # kept validation lines with RTD figures (the plateau watch)
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
@@ -187,6 +213,7 @@ class MetricsLog:
             tmp.write_text("".join(line + "\n" for line in kept))
             tmp.replace(self.path)
             self.valid_steps = {r["step"] for r in map(json.loads, kept) if any(k.startswith("valid_") for k in r)}
+            self.valid_records = [r for r in map(json.loads, kept) if "valid_rtd_loss" in r]
             if kept:
                 self.first = {}
         self.file = open(self.path, "a", encoding="utf-8")
@@ -213,14 +240,43 @@ class MetricsLog:
             self.tb.close()
 
 
+PLATEAU_EVALS = 3  # evaluations in a row at the prior before the run says so
+PLATEAU_TOLERANCE = 0.01  # "at the prior": validation RTD loss within 1% of the all-original prior's
+PLATEAU_LEVERS = ("objective.recipe small-budget", "a lower train.learning_rate (3e-4)",
+                  "objective.generator_lr_scale (0.1-0.25)", "objective.uniform_replace_start with curriculum_fraction",
+                  "objective.two_stage_fraction", "objective.embedding_sharing gdes")
+
+
+def plateau(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The RTD plateau, if the last PLATEAU_EVALS validations (after step 0) all sat at the all-original prior.
+
+    A discriminator there answers "original" everywhere and learns nothing about context (STUDY.md), so the
+    run should say so and name the levers that move it. Returns {steps, prior, loss, auc, message} or None.
+    """
+    last = [r for r in records if r["step"] > 0 and "valid_rtd_loss" in r][-PLATEAU_EVALS:]
+    if len(last) < PLATEAU_EVALS:
+        return None
+    priors = [prior_rtd_loss(r["valid_replaced_fraction"]) for r in last]
+    if any(abs(r["valid_rtd_loss"] - q) > PLATEAU_TOLERANCE * q for r, q in zip(last, priors)):
+        return None
+    r, q = last[-1], priors[-1]
+    message = (f"the discriminator has stayed at the all-original prior for {PLATEAU_EVALS} evaluations "
+               f"(steps {last[0]['step']}-{r['step']}: validation RTD loss {r['valid_rtd_loss']:.4f}, prior {q:.4f}, "
+               f"AUC {r.get('valid_rtd_auc', float('nan')):.3f}); it is not learning to detect replacements. "
+               f"Levers: {'; '.join(PLATEAU_LEVERS)} (README: when ELECTRA does not learn)")
+    return {"steps": [x["step"] for x in last], "prior": round(q, 6), "loss": r["valid_rtd_loss"],
+            "auc": r.get("valid_rtd_auc"), "message": message}
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[dict[str, torch.Tensor]],
                accumulation: int, device: torch.device, precision: str, max_grad_norm: float,
-               dist: Dist = Dist()) -> tuple[dict[str, float], torch.Tensor, bool]:
+               dist: Dist = Dist(), objective: torch.nn.Module | None = None) -> tuple[dict[str, float], torch.Tensor, bool]:
     """One optimizer step over `accumulation` micro-batches of objective inputs (make_inputs).
 
     `precision` is resolved: fp32 or bf16 (``distributed.resolve_precision``). Returns the
     micro-batch-averaged metrics, the gradient norm before clipping, and whether the update was
-    applied (a non-finite loss or gradient skips it, leaving the weights untouched).
+    applied (a non-finite loss or gradient skips it, leaving the weights untouched). `objective`,
+    the unwrapped module, takes part where it asks to: ELECTRA's decoupled clipping and GDES.
     """
     parts: dict[str, float] = {}
     for i, inputs in enumerate(micro_batches):
@@ -231,13 +287,27 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
             (out.loss / accumulation).backward()
         for k, v in out.metrics().items():
             parts[k] = parts.get(k, 0.0) + v / accumulation
-    grad_norm = clip_gradients(model, max_grad_norm)
+    if objective is not None and getattr(objective.objective, "decoupled_training", False):
+        # As two models with their own updates: each part clipped to max_grad_norm on its own
+        gen = objective.generator_parameters()
+        gen_ids = {id(p) for p in gen}
+        rest = [p for p in {id(p): p for p in model.parameters()}.values() if id(p) not in gen_ids]
+        norms = [clip_gradients(part, max_grad_norm) for part in (gen, rest)]
+        grad_norm = torch.sqrt(sum(n.float() ** 2 for n in norms))
+    else:
+        grad_norm = clip_gradients(model, max_grad_norm)
     # Gradients (so their norm) agree over ranks after the all-reduce (FSDP: the norm is reduced over
     # the shards); a loss is per rank: any rank's non-finite loss skips the step on all of them.
     (bad_loss,) = any_rank(dist, not math.isfinite(parts["loss"]))
     applied = not bad_loss and bool(torch.isfinite(grad_norm))
     if applied:
+        hooks = objective if objective is not None and hasattr(objective, "after_optimizer_step") else None
+        if hooks is not None:
+            hooks.before_optimizer_step()
         optimizer.step()
+        if hooks is not None:  # GDES: lr of the discriminator's (unscaled) groups, AdamW's decay
+            group = next(g for g in optimizer.param_groups if g.get("lr_scale", 1.0) == 1.0)
+            hooks.after_optimizer_step(group["lr"], max(g["weight_decay"] for g in optimizer.param_groups))
     optimizer.zero_grad(set_to_none=True)
     return parts, grad_norm, applied
 
@@ -300,7 +370,9 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     # DDP broadcasts rank 0's weights; FSDP shards `model` in place, so the optimizer comes after.
     trained = wrap_data_parallel(model, dist, device, t.parallel)
-    optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate), t.learning_rate,
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else None  # ELECTRA: the generator's lr
+    undecayed = model.no_weight_decay() if hasattr(model, "no_weight_decay") else None
+    optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate, scales, undecayed), t.learning_rate,
                       (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
     # Masks, samples and dropout differ per rank; rank 0 draws what a single process would.
     mask_gen = torch.Generator().manual_seed(t.seed + 1 + RANK_SEED_STRIDE * dist.rank)
@@ -322,7 +394,6 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled,
                                                    "world_size": dist.world_size, "global_batch": global_batch}
                      ) if dist.is_main else None
-    flops_step = setup.flops
     tokens_per_step = global_batch * setup.seq_len
 
     last_good = latest.name if latest is not None else None  # the checkpoint `latest` names
@@ -335,8 +406,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         weights, moments = sharding.gather_weights(model), sharding.gather_optimizer(model, optimizer)
         state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
                  "world_size": dist.world_size, "global_batch": global_batch,
-                 "paper_flops": flops_step.paper_flops_per_step * step,
-                 "model_flops": flops_step.model_flops_per_step * step}
+                 "paper_flops": setup.paper_flops(step),
+                 "model_flops": setup.model_flops(step)}
 
         def write() -> None:
             ck = checkpoint.save_checkpoint(run_dir, step, weights, moments, rng, state, t.keep_last)
@@ -355,8 +426,14 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             return {}
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
             log.valid_steps.add(step)
-            log.write({"step": step, **{k: round(v, 6) for k, v in metrics.items()},
-                       "paper_flops": flops_step.paper_flops_per_step * step})
+            record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}, "paper_flops": setup.paper_flops(step)}
+            if "valid_rtd_loss" in record:
+                log.valid_records.append(record)
+                stuck = plateau(log.valid_records)
+                if stuck is not None:
+                    record["rtd_plateau"] = True
+                    print(f"electrolite: warning: step {step}: {stuck['message']}", file=sys.stderr)
+            log.write(record)
         return metrics
 
     initial = log_eval() if step == 0 else {}  # the untrained model: what training must beat
@@ -378,11 +455,13 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 stop_reason = f"stopped by {stop.signal or 'a signal to another rank'}"
                 break
             started = time.perf_counter()
-            set_lr(optimizer, t.learning_rate, linear_schedule(step, warmup, t.steps))
+            set_lr(optimizer, t.learning_rate, lr_multiplier(t.lr_schedule, step, warmup, t.steps))
+            if hasattr(model, "set_step"):  # ELECTRA's curriculum and stage: pure functions of the step
+                model.set_step(step, t.steps)
             micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
                      for _ in range(t.gradient_accumulation_steps))
             parts, grad_norm, applied = train_step(trained, optimizer, micro, t.gradient_accumulation_steps,
-                                                   device, precision, t.max_grad_norm, dist)
+                                                   device, precision, t.max_grad_norm, dist, model)
             skipped += not applied
             nonfinite = 0 if applied else nonfinite + 1  # in a row: a finite step resets it
             step += 1
@@ -399,8 +478,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 log and log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
                            "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
                            "tokens_per_second": round(tps, 1), "elapsed_seconds": round(elapsed, 2),
-                           "paper_flops": flops_step.paper_flops_per_step * step,
-                           "model_flops": flops_step.model_flops_per_step * step, "skipped_steps": skipped})
+                           "paper_flops": setup.paper_flops(step),
+                           "model_flops": setup.model_flops(step), "skipped_steps": skipped})
                 window_time, window_steps = 0.0, 0
             if diverged:  # no checkpoint of this state: `latest` keeps naming the last good one
                 good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
@@ -422,9 +501,12 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
                "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped, "precision": precision,
                "compiled": compiled, "world_size": dist.world_size, "global_batch": global_batch,
-               "paper_flops": flops_step.paper_flops_per_step * step,
-               "model_flops": flops_step.model_flops_per_step * step, **final}
+               "paper_flops": setup.paper_flops(step),
+               "model_flops": setup.model_flops(step), **final}
     summary.update({f"initial_{k}": v for k, v in initial.items()})
+    stuck = plateau(log.valid_records) if log is not None else None
+    if stuck is not None:
+        summary["rtd_plateau"] = stuck
     if dist.is_main:
         checkpoint.write_json(summary, run_dir / "summary.json")
     del trained  # the DDP wrapper goes before its process group (see distributed.shutdown)
