@@ -99,8 +99,8 @@ class EncoderConfig:
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": dict(generator_lr_scale=1.0, uniform_replace_start=0.0, curriculum_fraction=0.0,
                   two_stage_fraction=0.0, embedding_sharing="shared"),
-    "small-budget": dict(generator_lr_scale=0.25, uniform_replace_start=0.5, curriculum_fraction=0.5,
-                         two_stage_fraction=0.0, embedding_sharing="shared"),
+    "small-budget": dict(generator_lr_scale=0.05, embedding_sharing="gdes", temperature_start=2.0,
+                         uniform_replace_start=0.5, curriculum_fraction=1.0, two_stage_fraction=0.0),
 }
 DEFAULT_RECIPE = "small-budget"  # what `resolve_pretrain_config` gives a new run that names none
 
@@ -141,8 +141,9 @@ class ObjectiveConfig:
     """ELECTRA: temperature of the generator's sampling distribution (where a curriculum ends)."""
     recipe: str = "paper"
     """ELECTRA: which recipe the fields left at -1 (or "") take: small-budget (the default of `electrolite pretrain`,
-    study and demo: a replacement curriculum, a slower generator and a two-stage warm start, measured in STUDY.md
-    to leave the all-original plateau on CPU budgets) or paper (Clark et al. 2020 exactly; a run dir written
+    study and demo: GDES embeddings, the generator at 1/20 of the learning rate, and a curriculum over the whole
+    run from temperature 2 and half uniform replacements; STUDY.md measured it leaving the all-original plateau
+    at 1e14 FLOPs, where the paper's recipe does not) or paper (Clark et al. 2020 exactly; a run dir written
     before this field existed reads as paper). Fields set explicitly always win."""
     generator_lr_scale: float = -1.0
     """ELECTRA: the generator's parameters learn at this multiple of the learning rate, in AdamW groups of their
@@ -180,7 +181,7 @@ class ObjectiveConfig:
             raise UserError(f"objective.recipe must be {' or '.join(RECIPES)}, got {shown_repr(self.recipe)}")
         for key, value in RECIPES[self.recipe].items():
             if getattr(self, key) in (-1.0, ""):
-                setattr(self, key, value)
+                setattr(self, key, value)  # fields still at -1 or "" take the recipe's value
         if self.temperature_start < 0:
             self.temperature_start = self.temperature
         self.validate()
