@@ -21,6 +21,7 @@ DEMO_STEPS = 600
 DEMO_OVERRIDES = {
     "size": "tiny",
     "objective.name": "electra",
+    "objective.recipe": "small-budget",  # its discriminator leaves the all-original prior here (the paper's does not)
     "train.batch_size": 32,
     "train.learning_rate": 2e-3,
     "train.warmup_steps": 60,
