@@ -204,11 +204,14 @@ def test_gdes_discriminator_embeddings_stay_generator_plus_residual():
     assert set(model.discriminator.state_dict()) == set(type(model.discriminator)(cfg.model).state_dict())
 
 
-def test_gdes_two_stage_hands_the_trained_embeddings_to_the_generator():
-    model, cfg = electra(recipe="paper", embedding_sharing="gdes", two_stage_fraction=0.5)
+@pytest.mark.parametrize("sharing", ["shared", "gdes"])
+def test_second_stage_continues_from_the_first_stage_weights(sharing):
+    model, cfg = electra(recipe="paper", embedding_sharing=sharing, two_stage_fraction=0.5)
     opt = adamw(param_groups(model, 0.01, 1e-2, None, model.no_weight_decay()), 1e-2, (0.9, 0.999), 1e-6,
                 torch.device("cpu"))
-    gen_before = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    disc_init = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    gen_own = {id(p) for p in model.generator_parameters()}
+    gen_init = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) in gen_own}
     for step in range(2):
         model.set_step(step, 4)
         assert model.first_stage
@@ -216,18 +219,27 @@ def test_gdes_two_stage_hands_the_trained_embeddings_to_the_generator():
         _, _, applied = train_step(model, opt, [inputs(cfg, seed=step)], 1, torch.device("cpu"), "fp32", 1.0,
                                    objective=model)
         assert applied
-    # stage 1 trains only the discriminator (as a masked LM): the generator is untouched
-    for k, v in model.generator.state_dict().items():
-        assert torch.equal(v, gen_before[k]), k
-    disc_emb = {k: v.clone() for k, v in model.discriminator.embeddings.state_dict().items()}
-    assert not torch.equal(disc_emb["word_embeddings.weight"], gen_before["embeddings.word_embeddings.weight"])
-    model.set_step(2, 4)  # stage 2 starts: the generator's table takes the trained embeddings, residual zero
+    stage1 = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    assert all(not torch.equal(stage1[k], disc_init[k]) for k in ("embeddings.word_embeddings.weight",
+                                                                   "encoder.layer.1.output.dense.weight"))
+    # the first stage trains the discriminator only: the generator's own weights are as initialised
+    for n, p in model.named_parameters():
+        if id(p) in gen_own:
+            assert torch.equal(p, gen_init[n]), n
+    model.set_step(2, 4)  # the second stage starts from exactly the first stage's discriminator
     assert not model.first_stage
-    for k, v in model.generator.embeddings.state_dict().items():
-        assert torch.equal(v, disc_emb[k]), k
-    assert all(float(r.abs().max()) == 0 for r in model.residual_embeddings().values())
-    out = model(inputs(cfg))
-    assert out.rtd_loss is not None
+    for k, v in model.discriminator.state_dict().items():
+        assert torch.equal(v, stage1[k]), k
+    if sharing == "gdes":  # the trained embeddings are the generator's (untrained) table + the residual
+        residual = model.residual_embeddings()["word_embeddings.weight"]
+        torch.testing.assert_close(residual, stage1["embeddings.word_embeddings.weight"]
+                                   - gen_init["generator.embeddings.word_embeddings.weight"])
+    else:
+        assert model.generator.embeddings is model.discriminator.embeddings
+    torch.manual_seed(2)
+    train_step(model, opt, [inputs(cfg, seed=2)], 1, torch.device("cpu"), "fp32", 1.0, objective=model)
+    assert model(inputs(cfg)).rtd_loss is not None
+    assert any(not torch.equal(p, gen_init[n]) for n, p in model.named_parameters() if id(p) in gen_own)
 
 
 def test_first_stage_is_a_masked_lm_on_the_discriminator():
@@ -293,3 +305,33 @@ def test_plateau_needs_several_evaluations_in_a_row_at_the_prior():
     below = at[:-1] + [valid(400, prior * 0.98)]  # 2% below the prior: learning
     assert plateau(below) is None
     assert plateau(below + [valid(500, prior), valid(600, prior), valid(700, prior)]) is not None
+
+
+# --- the corrective LM ------------------------------------------------------------------------------------
+
+def test_corrective_lm_recovers_originals_from_the_corrupted_text():
+    model, cfg = electra(recipe="paper", corrective_lm_weight=2.0)
+    x = inputs(cfg)
+    torch.manual_seed(1)
+    out = model(x)
+    # the discriminator's MLM head, on the corrupted text, at the generator's positions, against the originals
+    hidden = model.discriminator(out.corrupted_ids, x["attention_mask"], x["token_type_ids"])
+    logits = model.discriminator_mlm_head(hidden[x["mlm_mask"]]).float()
+    expected = torch.nn.functional.cross_entropy(logits, x["input_ids"][x["mlm_mask"]])
+    assert float(out.corrective_lm_loss) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(float(out.mlm_loss) + 50 * float(out.rtd_loss)
+                                                     + 2.0 * float(out.corrective_lm_loss), rel=1e-5)
+    assert "corrective_lm_loss" in out.metrics()
+    plain, _ = electra(recipe="paper")
+    assert plain(x).corrective_lm_loss is None and not hasattr(plain, "discriminator_mlm_head")
+
+
+def test_corrective_lm_counts_in_the_flops(tmp_path):
+    from electrolite import flops
+    model, cfg = electra(recipe="paper")
+    paper, matmul = flops.mlm_head_train_flops(cfg.model, 32, 128, 0.15)
+    mlm = flops.estimate(cfg.model, None, "mlm", False, 1, 32, 128, 0.15)
+    encoder_only = 2.0 * 32 * flops._paper_forward(flops._Shape.of(cfg.model), 128, "none", flops.PAPER_OUTPUT_FRAC,
+                                                   False)
+    assert paper == pytest.approx(mlm.paper_flops_per_step - encoder_only)  # an MLM model's output layer
+    assert paper > 0 and matmul > 0

@@ -167,6 +167,11 @@ class ObjectiveConfig:
     """ELECTRA two-stage warm start: the first this share of the steps trains the discriminator's encoder as a
     masked LM (its own MLM head, tied to its embeddings); then replaced-token detection continues from it with the
     generator (the paper's Section 3.2 two-stage variant; both stages count in the FLOPs). -1 derives it (paper 0)."""
+    corrective_lm_weight: float = 0.0
+    """ELECTRA: also train the discriminator to recover the original token at every position the generator
+    corrupted, from the corrupted text (a masked-LM head on the discriminator, tied to its embeddings; COCO-LM's
+    corrective language modelling, Meng et al. 2021, on the masked positions), weighted by this; 0: off, as the
+    paper. Its output layer counts in the FLOPs."""
     embedding_sharing: str = ""
     """ELECTRA: shared (generator and discriminator train one embedding module, as the paper) or gdes
     (DeBERTaV3's gradient-disentangled sharing: the discriminator embeds with stop-gradient(generator's
@@ -223,6 +228,8 @@ class ObjectiveConfig:
                 raise UserError(f"objective.{key} must be in [0, 1], got {getattr(self, key)}")
         if not 0.0 <= self.two_stage_fraction < 1.0:
             raise UserError(f"objective.two_stage_fraction must be in [0, 1), got {self.two_stage_fraction}")
+        if self.corrective_lm_weight < 0:
+            raise UserError(f"objective.corrective_lm_weight must not be negative, got {self.corrective_lm_weight}")
         if self.generator_lr_scale <= 0:
             raise UserError(f"objective.generator_lr_scale must be positive, got {self.generator_lr_scale}")
         if self.embedding_sharing not in ("shared", "gdes"):

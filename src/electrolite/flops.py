@@ -330,6 +330,17 @@ def model_train_flops(
     return 3.0 * batch_size * steps * per_sequence
 
 
+def mlm_head_train_flops(disc: EncoderShape, batch_size: int, seq_len: int, mask_prob: float = 0.15,
+                         output_frac: float = PAPER_OUTPUT_FRAC) -> tuple[float, float]:
+    """(paper, model) FLOPs of one training step of an extra masked-LM head on ``disc`` (ELECTRA's corrective LM
+    on the discriminator): what ``paper_train_flops`` and ``model_train_flops`` charge an MLM model for its output
+    layer, without the encoder."""
+    sh = _Shape.of(disc)
+    paper = 2.0 * batch_size * _paper_mlm_output(sh, seq_len, output_frac)
+    model = 3.0 * batch_size * _model_head(sh, seq_len, "mlm", mask_prob, 2)
+    return paper, model
+
+
 # ---------------------------------------------------------------------------------------------
 # Report and formatting.
 # ---------------------------------------------------------------------------------------------

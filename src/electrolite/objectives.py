@@ -230,6 +230,8 @@ class ObjectiveOutput:
     rtd_auc: torch.Tensor | None = None
     """Probability that a replaced token scores above an original one (0.5 = chance); sensitive
     long before thresholded accuracy leaves the all-original baseline."""
+    corrective_lm_loss: torch.Tensor | None = None
+    """ELECTRA with corrective_lm_weight: the discriminator's masked-LM loss on the corrupted positions."""
     sop_loss: torch.Tensor | None = None
     sop_accuracy: torch.Tensor | None = None
     mlm_logits: torch.Tensor | None = None
@@ -242,7 +244,8 @@ class ObjectiveOutput:
         """Scalar parts as floats, for logging."""
         out = {}
         for name in ("loss", "mlm_loss", "mlm_accuracy", "rtd_loss", "rtd_accuracy", "rtd_replaced_accuracy",
-                     "rtd_original_accuracy", "replaced_fraction", "rtd_auc", "sop_loss", "sop_accuracy"):
+                     "rtd_original_accuracy", "replaced_fraction", "rtd_auc", "corrective_lm_loss", "sop_loss",
+                     "sop_accuracy"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = float(v.detach())
@@ -349,6 +352,11 @@ class Electra(nn.Module):
     always equal the generator's plus a residual (see ``after_optimizer_step``), so it stays a plain
     encoder for fine-tuning and export. The small-budget levers (generator learning rate, replacement
     curriculum, two-stage warm start) are driven by the recipe through ``set_step``.
+
+    Two-stage warm start: the first stage trains the discriminator's encoder (and, shared, the embeddings) as
+    a masked LM; the second continues from exactly those weights with RTD. The generator's own weights take no
+    step in the first stage. Under GDES its table also stays as initialised, and the discriminator's trained
+    embeddings become generator + residual, so the generator still starts weak.
     """
 
     def __init__(self, model: EncoderConfig, generator: EncoderConfig, objective: ObjectiveConfig):
@@ -364,7 +372,7 @@ class Electra(nn.Module):
         self.discriminator_head = RTDHead(model)
         if objective.sop:
             self.sop_head = SOPHead(model)
-        if objective.two_stage_fraction > 0:  # stage 1: the discriminator's encoder as a masked LM
+        if objective.two_stage_fraction > 0 or objective.corrective_lm_weight > 0:  # the discriminator as an LM
             self.discriminator_mlm_head = MLMHead(model, self.discriminator.embeddings.word_embeddings)
         self.temperature, self.uniform_share = objective.temperature, 0.0
         self.first_stage = False
@@ -380,21 +388,11 @@ class Electra(nn.Module):
     def set_step(self, step: int, steps: int) -> None:
         """Put the schedules at `step` of `steps`: the curriculum's temperature and uniform share, and the stage."""
         self.temperature, self.uniform_share = self.objective.curriculum(step, steps)
-        first_steps = self.objective.first_stage_steps(steps)
-        if first_steps and step == first_steps:  # a pure function of the step: a resumed run switches alike
-            self.start_second_stage()
-        self.first_stage = step < first_steps
+        self.first_stage = step < self.objective.first_stage_steps(steps)
 
     def set_final(self) -> None:
         """The corruption the recipe ends at (evaluation always measures against it): no curriculum, stage 2."""
         self.temperature, self.uniform_share, self.first_stage = self.objective.temperature, 0.0, False
-
-    @torch.no_grad()
-    def start_second_stage(self) -> None:
-        """From masked LM to RTD: with GDES the generator's table takes the discriminator's trained embeddings
-        (residual zero again); shared embeddings are one module already."""
-        if self.gdes:
-            self.generator.embeddings.load_state_dict(self.discriminator.embeddings.state_dict())
 
     def lr_scales(self) -> dict[str, float]:
         """{parameter name: learning-rate multiplier} for the generator's own parameters (generator_lr_scale).
@@ -488,6 +486,10 @@ class Electra(nn.Module):
         disc_loss = (per_token * weights).sum() / weights.sum().clamp(min=1.0)
 
         loss = self.objective.generator_weight * gen_loss + self.objective.discriminator_weight * disc_loss
+        corrective = None
+        if self.objective.corrective_lm_weight > 0:  # recover the originals where the generator wrote
+            corrective, _, _, _ = _masked_lm(disc_hidden, self.discriminator_mlm_head, inputs)
+            loss = loss + self.objective.corrective_lm_weight * corrective
         with torch.no_grad():
             real = attention
             correct = (logits > 0) == labels
@@ -502,7 +504,8 @@ class Electra(nn.Module):
                 rtd_original_accuracy=correct[kept].float().mean(),
                 replaced_fraction=n_rep.float() / real.sum().clamp(min=1),
                 rtd_auc=rank_auc(logits[real], labels[real]),
-                mlm_logits=gen_logits, corrupted_ids=corrupted, rtd_labels=labels, rtd_logits=logits.detach())
+                mlm_logits=gen_logits, corrupted_ids=corrupted, rtd_labels=labels, rtd_logits=logits.detach(),
+                corrective_lm_loss=None if corrective is None else corrective.detach())
         if self.objective.sop:
             sop_loss, out.sop_accuracy = _sentence_order(disc_hidden, self.sop_head, inputs["sop_labels"])
             out.loss = out.loss + self.objective.sop_weight * sop_loss

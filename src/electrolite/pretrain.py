@@ -70,6 +70,12 @@ class Setup:
         t, o = self.cfg.train, self.cfg.objective
         batch = t.batch_size * t.gradient_accumulation_steps * world_size
         self.flops = flops.estimate(model, self.generator_cfg, o.name, o.sop, 1, batch, seq_len, o.mask_prob)
+        if o.name == "electra" and o.corrective_lm_weight > 0:  # the discriminator's extra output layer
+            paper, matmul = flops.mlm_head_train_flops(model, batch, seq_len, o.mask_prob)
+            self.flops = dataclasses.replace(self.flops, paper_flops_per_step=self.flops.paper_flops_per_step + paper,
+                                             paper_flops=self.flops.paper_flops + paper,
+                                             model_flops_per_step=self.flops.model_flops_per_step + matmul,
+                                             model_flops=self.flops.model_flops + matmul)
         # ELECTRA's two-stage warm start: its first steps cost what a masked-LM step on the discriminator does
         self.first_stage_steps = o.first_stage_steps(t.steps)
         self.first_stage_flops = (flops.estimate(model, None, "mlm", o.sop, 1, batch, seq_len, o.mask_prob)
