@@ -12,6 +12,10 @@ Each variant is pre-trained with BASE.yaml plus its dotted overrides (`--objecti
 Every step is resumable: a variant's run, representations and task dirs are reused when present. One JSON
 line per variant is appended to OUT/screen.jsonl. Run one process per core (OMP_NUM_THREADS=1) with
 different variants to screen two at a time.
+
+    python bench/rtd_screen.py --plot PNG RUN [RUN ...]
+
+draws the runs' validation AUC and RTD loss − prior against paper FLOPs (needs matplotlib).
 """
 
 from __future__ import annotations
@@ -45,7 +49,32 @@ def curve(metrics: Path) -> list[dict]:
     return out
 
 
+def plot(png: str, runs: list[str]) -> None:
+    import matplotlib  # optional: the report extra
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if "valid_rtd_auc" in r]
+        x = [r["paper_flops"] for r in rows]
+        a.plot(x, [r["valid_rtd_auc"] for r in rows], marker="o", ms=3, label=Path(run).name)
+        b.plot(x, [r["valid_rtd_loss"] - prior_rtd_loss(r["valid_replaced_fraction"]) for r in rows], marker="o", ms=3)
+    a.axhline(0.5, color="grey", lw=0.8, ls=":")
+    a.axhline(0.8, color="grey", lw=0.8, ls="--")
+    b.axhline(0.0, color="grey", lw=0.8, ls=":")
+    a.set(xlabel="paper FLOPs", ylabel="validation RTD AUC", title="replaced-token detection AUC (0.5: chance)")
+    b.set(xlabel="paper FLOPs", ylabel="RTD loss − all-original prior", title="loss against the prior (below 0: learning)",
+          ylim=(-0.2, 0.05))
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--plot":
+        plot(sys.argv[2], sys.argv[3:])
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base")
     p.add_argument("variants", nargs="+", help="NAME=--dotted.key value ...")
