@@ -29,9 +29,9 @@ COMMON = ["--steps", 60, "--batch-size", 16, "--lr", 2e-3, "--train.warmup_steps
 GOLDEN_ELECTRA_VALID_LOSS = 26.292558670043945
 GOLDEN_ELECTRA_T10_VALID_LOSS = 21.385118075779506  # inverse-CDF sampling (was 21.5039 with Gumbel-max draws)
 GOLDEN_MLM_VALID_LOSS = 6.270443848201206
-# objective.recipe small-budget: GDES, the generator at 1/20 of the lr, a curriculum from temperature 2 and half
-# uniform replacements
-GOLDEN_ELECTRA_SMALL_BUDGET_VALID_LOSS = 27.76539966038295
+# objective.recipe small-budget: a 30% masked-LM warm start, then GDES, the generator at 1/20 of the lr, a
+# curriculum from temperature 2 and half uniform replacements
+GOLDEN_ELECTRA_SMALL_BUDGET_VALID_LOSS = 25.13633714403425
 REL = 1e-3
 
 
@@ -88,17 +88,21 @@ def test_golden_electra_detects_replacements(golden_corpus: Path, tmp_path: Path
 
 
 def test_golden_electra_small_budget_recipe(golden_corpus: Path, tmp_path: Path):
-    """The small-budget recipe: within these 60 steps its discriminator ranks replaced tokens above originals
-    (AUC 0.78), where the paper's recipe is near chance (0.58, test_golden_electra); both losses are still at
-    the all-original prior this early."""
+    """The small-budget recipe: 18 steps (30%) of masked LM on the discriminator, then replaced-token detection.
+    Within these 60 steps its discriminator beats the all-original prior (loss 0.352 against 0.406, AUC 0.82),
+    where the paper's recipe only reaches the prior (AUC 0.58, test_golden_electra)."""
     train, valid, summary = golden_run(golden_corpus, tmp_path / "electra-small", "--objective", "electra",
                                        "--objective.recipe", "small-budget")
     config = yaml.safe_load((tmp_path / "electra-small" / "config.yaml").read_text())["objective"]
-    assert (config["recipe"], config["embedding_sharing"], config["generator_lr_scale"]) == ("small-budget", "gdes", 0.05)
-    assert_loss_falls(train, 0.25)
+    assert (config["recipe"], config["embedding_sharing"], config["generator_lr_scale"], config["two_stage_fraction"]
+            ) == ("small-budget", "gdes", 0.05, 0.3)
+    first, second = [m for m in train if m["step"] <= 18], [m for m in train if m["step"] > 18]
+    assert all("rtd_loss" not in m for m in first) and all("rtd_loss" in m for m in second)
+    assert first[-1]["mlm_loss"] < first[0]["mlm_loss"] - 0.5  # the warm start is a masked LM that learns
+    assert_loss_falls(second, 0.1)
     assert summary["valid_loss"] == pytest.approx(GOLDEN_ELECTRA_SMALL_BUDGET_VALID_LOSS, rel=REL)
     prior = prior_rtd_loss(summary["valid_replaced_fraction"])
-    assert summary["valid_rtd_loss"] == pytest.approx(prior, abs=0.01)
+    assert summary["valid_rtd_loss"] < prior - 0.03, (summary["valid_rtd_loss"], prior)
     assert summary["valid_rtd_auc"] > 0.75 and summary["initial_valid_rtd_auc"] < 0.55
     assert "rtd_plateau" not in summary
 
