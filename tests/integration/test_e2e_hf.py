@@ -275,3 +275,29 @@ def test_detect_and_fill_mask_name_the_class_they_need(minilm):
         "generator), BertForMaskedLM, BertForPreTraining, AlbertForMaskedLM or AlbertForPreTraining")
     assert user_error(cli("detect", "--model", minilm, TEXT)) == (
         f"{minilm} is a BertModel checkpoint; detect needs ElectraForPreTraining (an ELECTRA discriminator)")
+
+
+def test_small_budget_run_exports_its_discriminator_with_the_residual_folded_in(fixed_corpus, tmp_path):
+    """GDES keeps the discriminator's embeddings as generator's + residual; the export is the discriminator as it
+    computes (detect agrees with transformers), the generator its own table; the warm start's MLM head is not
+    exported."""
+    run = tmp_path / "small-budget"
+    cli_ok("pretrain", "--corpus", fixed_corpus, "--out", run, *TINY, "--objective", "electra", "--objective.recipe",
+           "small-budget", "--steps", 20, "--batch-size", 8, "--seed", 0, "--save-every", 20)
+    out = tmp_path / "hf"
+    cli_ok("export", "--format", "hf", run, out)
+    from safetensors.torch import load_file
+    ours = load_file(str(run / "model.safetensors"))
+    assert any(k.startswith("discriminator_mlm_head.") for k in ours)
+    disc = transformers.ElectraForPreTraining.from_pretrained(str(out / "discriminator")).eval()
+    gen = transformers.ElectraForMaskedLM.from_pretrained(str(out / "generator")).eval()
+    d, g = disc.electra.embeddings.word_embeddings.weight, gen.electra.embeddings.word_embeddings.weight
+    assert torch.equal(d, ours["discriminator.embeddings.word_embeddings.weight"])
+    assert torch.equal(g, ours["generator.embeddings.word_embeddings.weight"])
+    assert float((d - g).abs().max()) > 1e-3  # the residual: 14 warm-start steps and 6 of RTD moved it
+    detect = json.loads(cli_ok("detect", "--model", run, "--json", TEXT).out)["tokens"]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out / "discriminator"))
+    enc = hf_tok(TEXT, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.sigmoid(disc(**enc).logits[0, 1:-1])
+    assert probs.tolist() == pytest.approx([t["replaced_probability"] for t in detect], abs=1e-4)
