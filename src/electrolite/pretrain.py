@@ -248,9 +248,9 @@ class MetricsLog:
 
 PLATEAU_EVALS = 3  # evaluations in a row at the prior before the run says so
 PLATEAU_TOLERANCE = 0.01  # "at the prior": validation RTD loss within 1% of the all-original prior's
-PLATEAU_LEVERS = ("objective.recipe small-budget", "a lower train.learning_rate (3e-4)",
-                  "objective.generator_lr_scale (0.1-0.25)", "objective.uniform_replace_start with curriculum_fraction",
-                  "objective.two_stage_fraction", "objective.embedding_sharing gdes")
+PLATEAU_LEVERS = ("objective.recipe small-budget with train.learning_rate 3e-4 (all of the following)",
+                  "objective.two_stage_fraction", "objective.embedding_sharing gdes with a small generator_lr_scale",
+                  "objective.uniform_replace_start and temperature_start with curriculum_fraction")
 
 
 def plateau(records: list[dict[str, Any]]) -> dict[str, Any] | None:
