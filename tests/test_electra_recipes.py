@@ -27,23 +27,37 @@ inputs = electra_inputs
 
 # --- recipes ---------------------------------------------------------------------------------------
 
-def test_recipes_set_the_levers_left_open():
+def test_new_runs_get_the_small_budget_recipe_and_paper_restores_the_paper():
     fields = ("generator_lr_scale", "uniform_replace_start", "curriculum_fraction", "two_stage_fraction",
-              "embedding_sharing")
-    # the default stays the paper's until the study shows small-budget fine-tunes better (STUDY.md)
+              "embedding_sharing", "temperature_start")
     new = resolve_pretrain_config(overrides={"size": "tiny"}).objective
-    assert new.recipe == DEFAULT_RECIPE == "paper"
-    assert {k: getattr(new, k) for k in fields} == {"generator_lr_scale": 1.0, "uniform_replace_start": 0.0,
-                                                   "curriculum_fraction": 0.0, "two_stage_fraction": 0.0,
-                                                   "embedding_sharing": "shared"}
-    assert new.temperature_start == new.temperature == 1.0 and not new.decoupled_training
-    assert new.discriminator_weight == 50.0 and new.generator_weight == 1.0
-    small = resolve_pretrain_config(overrides={"size": "tiny", "objective.recipe": "small-budget"}).objective
-    assert {k: getattr(small, k) for k in fields} == {k: RECIPES["small-budget"][k] for k in fields}
-    assert (small.embedding_sharing, small.generator_lr_scale, small.temperature_start) == ("gdes", 0.05, 2.0)
+    assert new.recipe == DEFAULT_RECIPE == "small-budget"
+    assert {k: getattr(new, k) for k in fields} == {"generator_lr_scale": 0.05, "uniform_replace_start": 0.5,
+                                                   "curriculum_fraction": 1.0, "two_stage_fraction": 0.3,
+                                                   "embedding_sharing": "gdes", "temperature_start": 2.0}
+    assert {k: getattr(new, k) for k in fields if k in RECIPES["small-budget"]} == RECIPES["small-budget"]
+    paper = resolve_pretrain_config(overrides={"size": "tiny", "objective.recipe": "paper"}).objective
+    assert {k: getattr(paper, k) for k in fields} == {"generator_lr_scale": 1.0, "uniform_replace_start": 0.0,
+                                                     "curriculum_fraction": 0.0, "two_stage_fraction": 0.0,
+                                                     "embedding_sharing": "shared", "temperature_start": 1.0}
+    assert paper.temperature == 1.0 and not paper.decoupled_training and paper.corrective_lm_weight == 0.0
+    assert paper.discriminator_weight == 50.0 and paper.generator_weight == 1.0
     # a field set explicitly beats the recipe
-    assert resolve_pretrain_config(overrides={"size": "tiny", "objective.recipe": "small-budget",
-                                              "objective.generator_lr_scale": 0.5}).objective.generator_lr_scale == 0.5
+    assert resolve_pretrain_config(overrides={"size": "tiny", "objective.generator_lr_scale": 0.5}
+                                   ).objective.generator_lr_scale == 0.5
+
+
+def test_shipped_paper_configs_and_finished_studies_name_the_paper_recipe():
+    from pathlib import Path
+    from electrolite.config import load_yaml
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("electra-small.yaml", "electra-base.yaml"):
+        data = load_yaml(configs / name)
+        cfg = resolve_pretrain_config(data)
+        assert (cfg.objective.recipe, cfg.train.lr_schedule) == ("paper", "electra"), name
+    for name in ("study-books-cpu.yaml", "study-books-cpu-5e14.yaml", "study-books-cpu-1e15.yaml",
+                 "study-books-cpu-5e14-variants.yaml"):
+        assert load_yaml(configs / name)["base"]["objective"]["recipe"] == "paper", name
 
 
 def test_a_run_dir_written_before_recipes_reads_as_the_paper():
