@@ -130,11 +130,14 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, parallel: str = "ddp") -> nn.Module:
+def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, parallel: str = "ddp",
+                       find_unused_parameters: bool = False) -> nn.Module:
     """The model as the training step sees it: itself in one process, else (`parallel` ddp)
     DistributedDataParallel, which broadcasts rank 0's weights and averages gradients over the ranks,
     or (fsdp) `model` itself sharded in place over the ranks (``sharding.shard``; every rank must have
     built the same weights). Build the optimizer after this: FSDP's parameters are new ones.
+    `find_unused_parameters`: some parameters take no gradient in some steps (ELECTRA's two-stage warm start:
+    the generator in the first stage, the warm start's head in the second), so DDP must look for them.
     """
     if parallel not in PARALLELISMS:
         raise UserError(f"parallel must be {' or '.join(PARALLELISMS)}, got {parallel!r}")
@@ -144,7 +147,8 @@ def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, paral
         from electrolite.sharding import shard
         return shard(model, device, info.world_size)
     from torch.nn.parallel import DistributedDataParallel
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 @contextlib.contextmanager

@@ -381,6 +381,11 @@ class Electra(nn.Module):
         pool[model.pad_token_id] = False
         self.register_buffer("random_pool", torch.nonzero(pool).squeeze(1), persistent=False)
 
+    @property
+    def changes_stage(self) -> bool:
+        """Whether the set of parameters that get a gradient changes during the run (the two-stage warm start)."""
+        return self.objective.two_stage_fraction > 0
+
     def set_random_pool(self, ids: torch.Tensor) -> None:
         """Ids a uniform replacement may take (the non-special ones; default: all but padding)."""
         self.random_pool = ids.to(self.random_pool.device)

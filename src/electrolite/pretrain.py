@@ -77,12 +77,12 @@ class Setup:
                                              model_flops_per_step=self.flops.model_flops_per_step + matmul,
                                              model_flops=self.flops.model_flops + matmul)
         # ELECTRA's two-stage warm start: its first steps cost what a masked-LM step on the discriminator does
+        if o.name == "electra" and o.embedding_sharing == "gdes" and t.parallel == "fsdp":
+            raise UserError("objective.embedding_sharing gdes (the small-budget recipe's) is not supported with "
+                            "train.parallel fsdp: use ddp, or --objective.embedding_sharing shared")
         self.first_stage_steps = o.first_stage_steps(t.steps)
         self.first_stage_flops = (flops.estimate(model, None, "mlm", o.sop, 1, batch, seq_len, o.mask_prob)
                                   if o.name == "electra" and o.two_stage_fraction > 0 else self.flops)
-        if o.name == "electra" and o.embedding_sharing == "gdes" and t.parallel == "fsdp":
-            raise UserError("objective.embedding_sharing gdes is not supported with train.parallel fsdp "
-                            "(the discriminator's embeddings follow the generator's after every step); use ddp")
 
     def paper_flops(self, step: int) -> float:
         """Paper-convention FLOPs of the first `step` steps (both stages of a two-stage warm start)."""
@@ -375,7 +375,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     model.train()
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     # DDP broadcasts rank 0's weights; FSDP shards `model` in place, so the optimizer comes after.
-    trained = wrap_data_parallel(model, dist, device, t.parallel)
+    trained = wrap_data_parallel(model, dist, device, t.parallel, getattr(model, "changes_stage", False))
     scales = model.lr_scales() if hasattr(model, "lr_scales") else None  # ELECTRA: the generator's lr
     undecayed = model.no_weight_decay() if hasattr(model, "no_weight_decay") else None
     optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate, scales, undecayed), t.learning_rate,

@@ -30,9 +30,10 @@ from electrolite.objectives import build_objective
 from electrolite.optim import adamw, param_groups
 from electrolite.pretrain import train_step
 
-CASES = {"mlm": ({"objective.name": "mlm"}, 1, "fp32"), "electra": ({"objective.name": "electra"}, 1, "fp32"),
+CASES = {"mlm": ({"objective.name": "mlm"}, 1, "fp32"),
+         "electra": ({"objective.name": "electra", "objective.recipe": "paper"}, 1, "fp32"),
          "albert": ({"objective.name": "mlm", "model.num_hidden_groups": 1}, 2, "fp32"),
-         "electra-bf16": ({"objective.name": "electra"}, 1, "bf16")}
+         "electra-bf16": ({"objective.name": "electra", "objective.recipe": "paper"}, 1, "bf16")}
 
 
 def step(out: Path, rows: int, case: str, dist) -> None:

@@ -226,9 +226,12 @@ def test_resume_with_another_config(run_copy: Path, corpus_dir: Path):
     text = assert_user_error(cli(*pretrain_args(corpus_dir, run_copy, "--model.hidden_size", 128)))
     assert text == (f"{run_copy} holds a run with another config (model.embedding_size, model.hidden_size, "
                     "model.intermediate_size differ); use a new --out or the same settings to resume")
+    # an ELECTRA run with the default recipe: the recipe's fields differ too (masked LM keeps the paper's values)
     assert_user_error(cli(*pretrain_args(corpus_dir, run_copy, "--lr", 1e-3, "--objective", "mlm")),
-                      f"{run_copy} holds a run with another config (objective.mask_token_frac, objective.name, "
-                      "objective.random_token_frac, train.learning_rate differ); "
+                      f"{run_copy} holds a run with another config (objective.curriculum_fraction, "
+                      "objective.embedding_sharing, objective.generator_lr_scale, objective.mask_token_frac, "
+                      "objective.name, objective.random_token_frac, objective.recipe, objective.temperature_start, "
+                      "objective.two_stage_fraction, objective.uniform_replace_start, train.learning_rate differ); "
                       "use a new --out or the same settings to resume")
     after = snapshot(run_copy)
     assert after["config.yaml"] == before["config.yaml"]

@@ -34,9 +34,11 @@ def torchrun(*argv: object, nproc: int = 2, timeout: float = 180) -> subprocess.
 
 
 def pretrain_args(corpus: Path, run: Path, *extra: object) -> list[str]:
+    # The paper's recipe: one shared embedding module (the tie these tests check across ranks and shards); the
+    # default small-budget recipe has its own test below
     return ["-m", "electrolite.cli", "pretrain", "--corpus", corpus, "--out", run, *TINY, "--objective", "electra",
-            "--steps", STEPS, "--batch-size", 8, "--seed", 0, "--save-every", 100, "--train.log_every", 1,
-            "--train.eval_every", 0, "--train.eval_batches", 1, *extra]
+            "--objective.recipe", "paper", "--steps", STEPS, "--batch-size", 8, "--seed", 0, "--save-every", 100,
+            "--train.log_every", 1, "--train.eval_every", 0, "--train.eval_batches", 1, *extra]
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -133,3 +135,17 @@ def test_an_error_rank_zero_finds_stops_every_rank_and_is_said_once(corpus_dir: 
     assert said == [f"electrolite: error: {taken} exists and is not an electrolite run (no config.yaml); "
                     "choose a new --out"], r.stderr[-2000:]
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing written
+
+
+def test_two_ranks_run_the_small_budget_recipe_through_its_stages(corpus_dir: Path, tmp_path: Path):
+    """The default recipe's warm start leaves the generator without gradient, and then the warm start's head: DDP
+    must be told to look for unused parameters. Both stages run on both ranks, and the ranks agree."""
+    run = tmp_path / "small-budget"
+    args = [a for a in pretrain_args(corpus_dir, run) if a not in ("--objective.recipe", "paper")]
+    torchrun(*args)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == STEPS and summary["world_size"] == 2
+    train, _ = read_metrics(run)
+    first = round(0.3 * STEPS)
+    assert all("rtd_loss" not in m for m in train if m["step"] <= first)
+    assert all("rtd_loss" in m for m in train if m["step"] > first)

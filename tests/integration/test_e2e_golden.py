@@ -100,6 +100,16 @@ def test_golden_electra_small_budget_recipe(golden_corpus: Path, tmp_path: Path)
     assert all("rtd_loss" not in m for m in first) and all("rtd_loss" in m for m in second)
     assert first[-1]["mlm_loss"] < first[0]["mlm_loss"] - 0.5  # the warm start is a masked LM that learns
     assert_loss_falls(second, 0.1)
+    # both stages count in the FLOPs: 18 masked-LM steps on the discriminator, then 42 ELECTRA steps
+    mlm = cli_ok("flops", "--size", "tiny", "--objective", "mlm", "--steps", 1, "--batch-size", 16, "--seq-len", 64,
+                 "--vocab-size", 2000, "--json")
+    electra = cli_ok("flops", "--size", "tiny", "--objective", "electra", "--steps", 1, "--batch-size", 16,
+                     "--seq-len", 64, "--vocab-size", 2000, "--json")
+    per_mlm, per_electra = json.loads(mlm.out)["paper_flops"], json.loads(electra.out)["paper_flops"]
+    by_step = {m["step"]: m["paper_flops"] for m in train}
+    assert by_step[15] == pytest.approx(15 * per_mlm, rel=1e-9)
+    assert by_step[60] == pytest.approx(18 * per_mlm + 42 * per_electra, rel=1e-9)
+    assert summary["paper_flops"] == pytest.approx(by_step[60], rel=1e-9)
     assert summary["valid_loss"] == pytest.approx(GOLDEN_ELECTRA_SMALL_BUDGET_VALID_LOSS, rel=REL)
     prior = prior_rtd_loss(summary["valid_replaced_fraction"])
     assert summary["valid_rtd_loss"] < prior - 0.03, (summary["valid_rtd_loss"], prior)
