@@ -50,8 +50,10 @@ def batch(tok):
 
 def write_run(root: Path, tok, overrides: dict) -> tuple[Path, torch.nn.Module, cfgmod.PretrainConfig]:
     """A pre-training run dir as pretrain leaves it (config.yaml, model.safetensors, tokenizer.json)."""
-    cfg = cfgmod.resolve_pretrain_config(None, {"size": "tiny", "model.vocab_size": tok.get_vocab_size(),
-                                                **SMALL, **overrides})
+    # ELECTRA's paper recipe: one shared embedding module, the tie the export tests check (a small-budget run's
+    # GDES export has its own test in tests/integration/test_e2e_hf.py)
+    cfg = cfgmod.resolve_pretrain_config(None, {"size": "tiny", "objective.recipe": "paper",
+                                                "model.vocab_size": tok.get_vocab_size(), **SMALL, **overrides})
     torch.manual_seed(0)
     model = build_objective(cfg.model, cfg.objective, cfg.generator_config())
     perturb(model)
