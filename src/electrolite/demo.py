@@ -67,7 +67,7 @@ def run_demo(out: str, steps: int | None = None) -> dict:
     summary = run(cfg)
     initial = _initial_eval(root / "run" / "metrics.jsonl")
     _report_pretraining(root, summary, initial)
-    _detect_view(root / "run")
+    _detect_view(root, root / "run")
     task = _finetune_comparison(root, text)
     print(f"\nDone in {time.perf_counter() - started:.0f} s. The run is in {root / 'run'} "
           f"(config.yaml, model.safetensors, metrics.jsonl, checkpoints/); the task dirs in {root / 'finetuned'}.")
@@ -96,23 +96,46 @@ def _report_pretraining(root: Path, summary: dict, initial: dict) -> None:
         print(f"  warning: {summary['rtd_plateau']['message']}")
 
 
-# Two sentences of the kind the corpus holds, each with one word swapped for a plausible-looking wrong one.
-DETECT_EXAMPLES = [("Return the number of items in a container.", "items", "files"),
-                   ("Open the file and return a stream.", "Open", "Return")]
+def swapped_paragraphs(text: Path, n: int = 2, seed: int = 1) -> list[tuple[str, str, int, str]]:
+    """n paragraphs of the corpus text (60-120 words, as long as what the model trained on), each with its middle
+    word replaced by another word of the same paragraph: (changed text, original word, character offset, swap)."""
+    from electrolite.corpus import iter_documents
+    rng = random.Random(seed)
+    paragraphs = [" ".join(d.split()) for d in iter_documents(str(text)) if 60 <= len(d.split()) <= 120 and d.isascii()]
+    rng.shuffle(paragraphs)
+    out = []
+    for para in paragraphs:
+        words = para.split(" ")
+        mid = len(words) // 2
+        candidates = [w for w in words if w.isalpha() and len(w) >= 4 and w.lower() != words[mid].lower()]
+        if not (words[mid].isalpha() and len(words[mid]) >= 3 and candidates):
+            continue
+        swap = rng.choice(candidates)
+        original, words[mid] = words[mid], swap
+        out.append((" ".join(words), original, len(" ".join(words[:mid])) + (1 if mid else 0), swap))
+        if len(out) == n:
+            break
+    return out
 
 
-def _detect_view(run_dir: Path) -> None:
-    """The discriminator's per-token scores (what `electrolite detect` prints) on sentences with a replaced word."""
+def _detect_view(root: Path, run_dir: Path) -> None:
+    """The discriminator's per-token scores (what `electrolite detect` prints) around a swapped word in paragraphs
+    of the corpus text (whole paragraphs: a lone short sentence is far from the 128-token sequences it trained on)."""
     from electrolite.inference import detect
-    print("\nThe discriminator's probability that each token was replaced (`electrolite detect RUN TEXT`); "
-          "the swapped word is in [brackets]:")
-    for text, word, swap in DETECT_EXAMPLES:
-        changed = text.replace(word, swap, 1)
-        start = changed.index(swap)
-        result = detect(str(run_dir), changed)
-        shown = [f"[{t['token']}] {t['replaced_probability']:.2f}" if t["start"] >= start and t["end"] <= start + len(swap)
-                 else f"{t['token']} {t['replaced_probability']:.2f}" for t in result["tokens"]]
-        print(f"  {text}  ->  {changed}\n    " + "  ".join(shown))
+    print("\nThe discriminator's probability that each token was replaced (`electrolite detect RUN TEXT`) in two\n"
+          "paragraphs of the corpus whose middle word was swapped for another word of the paragraph [in brackets]:")
+    for changed, original, start, swap in swapped_paragraphs(root / "python-docs.txt"):
+        tokens = detect(str(run_dir), changed)["tokens"]
+        hit = [i for i, t in enumerate(tokens) if t["start"] >= start and t["end"] <= start + len(swap)]
+        if not hit:
+            continue
+        lo, hi = max(0, hit[0] - 6), min(len(tokens), hit[-1] + 7)
+        shown = [f"[{t['token']}] {t['replaced_probability']:.2f}" if i in hit else f"{t['token']} {t['replaced_probability']:.2f}"
+                 for i, t in enumerate(tokens[lo:hi], start=lo)]
+        others = sorted(t["replaced_probability"] for i, t in enumerate(tokens) if i not in hit)
+        rank = 1 + sum(p > max(tokens[i]["replaced_probability"] for i in hit) for p in others)
+        print(f"  '{original}' -> '{swap}': ... " + "  ".join(shown) + " ...")
+        print(f"    the swapped word ranks {rank} of {len(tokens)} tokens; the median token scores {others[len(others) // 2]:.2f}")
 
 
 def topic_task(text: Path, out_dir: Path, word: str = "file", max_per_class: int = 1000, seed: int = 0) -> None:
