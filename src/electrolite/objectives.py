@@ -408,9 +408,8 @@ class Electra(nn.Module):
         scale = self.objective.generator_lr_scale
         if scale == 1.0:
             return {}
-        mine = {id(p) for p in self.discriminator.parameters()}
-        return {name: scale for name, p in self.named_parameters()
-                if name.startswith(("generator.", "generator_head.")) and id(p) not in mine}
+        own = {id(p) for p in self.generator_parameters()}
+        return {name: scale for name, p in self.named_parameters() if id(p) in own}
 
     def generator_parameters(self) -> list[nn.Parameter]:
         """The parameters only the generator's loss trains (for decoupled clipping)."""
