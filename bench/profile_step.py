@@ -46,7 +46,8 @@ def profile(spec: dict, steps: int) -> tuple[float, dict[str, float]]:
     d = spec["dropout"]
     cfg = resolve_pretrain_config(overrides={
         "size": spec["model"], "objective.name": objective, "objective.sop": sop, "model.vocab_size": 30522,
-        "model.hidden_dropout_prob": d, "model.attention_probs_dropout_prob": d})
+        "model.hidden_dropout_prob": d, "model.attention_probs_dropout_prob": d,
+        "objective.recipe": "paper"})  # like for like with transformers' ELECTRA: one shared embedding module
     batches = [rows[i * speed.BATCH:(i + 1) * speed.BATCH] for i in range(len(rows) // speed.BATCH)]
     torch.manual_seed(0)
     build = speed.ours_pretrain if spec["impl"] == "electrolite" else speed.hf_pretrain

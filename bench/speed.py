@@ -93,7 +93,8 @@ def worker_pretrain(spec: dict) -> dict:
     objective, sop, _ = PRETRAIN[spec["model"]]
     cfg = resolve_pretrain_config(overrides={
         "size": spec["model"], "objective.name": objective, "objective.sop": sop, "model.vocab_size": 30522,
-        "model.hidden_dropout_prob": d, "model.attention_probs_dropout_prob": d})
+        "model.hidden_dropout_prob": d, "model.attention_probs_dropout_prob": d,
+        "objective.recipe": "paper"})  # like for like with transformers' ELECTRA: one shared embedding module
     batches = [rows[i * BATCH:(i + 1) * BATCH] for i in range(len(rows) // BATCH)]
     torch.manual_seed(0)
     step = (ours_pretrain if spec["impl"] == "electrolite" else hf_pretrain)(cfg, spec, batches, device, bf16)
@@ -336,7 +337,8 @@ def flops_per_step(spec: dict) -> float:
     if spec["case"] == "pretrain":
         objective, sop, _ = PRETRAIN[spec["model"]]
         cfg = resolve_pretrain_config(overrides={"size": spec["model"], "objective.name": objective,
-                                                 "objective.sop": sop, "model.vocab_size": 30522})
+                                                 "objective.sop": sop, "model.vocab_size": 30522,
+                                                 "objective.recipe": "paper"})
         return flops.model_train_flops(cfg.model, 1, BATCH, SEQ, generator=cfg.generator_config(), sop=sop)
     cfg = from_name(spec["model"], vocab_size=30522)
     lengths = sst2_lengths(spec)
