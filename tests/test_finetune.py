@@ -143,7 +143,8 @@ def test_default_lr_and_decay_follow_electra():
     assert cfg.resolved_layer_decay(1024) == 0.9  # large
     assert cfg.resolved_learning_rate(256) == 3e-4 and cfg.resolved_learning_rate(768) == 1e-4
     assert cfg.resolved_learning_rate(1024) == 5e-5
-    assert (cfg.warmup_fraction, cfg.adam_epsilon, cfg.weight_decay, cfg.batch_size) == (0.1, 1e-6, 0.01, 32)
+    assert (cfg.warmup_fraction, cfg.resolved_recipe("electra")["adam_epsilon"], cfg.weight_decay,
+            cfg.batch_size) == (0.1, 1e-6, 0.01, 32)
 
 
 # --- the best epoch is kept --------------------------------------------------------------------

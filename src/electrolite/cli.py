@@ -132,7 +132,8 @@ FINETUNE_SHORTCUTS = {
     "seeds": ("seeds", int), "batch-size": ("batch_size", int), "lr": ("learning_rate", float),
     "max-length": ("max_length", int), "precision": ("precision", str), "compile": ("compile", str),
     "max-train-examples": ("max_train_examples", int),
-    "parallel": ("parallel", str),
+    "parallel": ("parallel", str), "recipe": ("recipe", str), "layerwise-lr-decay": ("layerwise_lr_decay", float),
+    "adam-epsilon": ("adam_epsilon", float), "batch-order": ("batch_order", str), "head": ("head", str),
 }
 
 
@@ -332,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="fine-tune N times and report median and spread")
     p.add_argument("--batch-size", type=int, help="batch size (default 32)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: by width, as ELECTRA)")
+    p.add_argument("--recipe", choices=["auto", "electra", "bert"],
+                   help="auto (default): the checkpoint family's: electra for ELECTRA checkpoints and runs "
+                   "(layer-wise LR decay 0.8), bert for BERT and ALBERT ones (no decay)")
+    p.add_argument("--layerwise-lr-decay", type=float, help="LR factor per layer below the head (default: the recipe's)")
+    p.add_argument("--adam-epsilon", type=float, help="AdamW epsilon (default: the recipe's)")
+    p.add_argument("--batch-order", choices=["bucketed", "shuffled"],
+                   help="bucketed: batches of similar length (little padding); shuffled: uniformly shuffled "
+                   "(default: the recipe's)")
+    p.add_argument("--head", choices=["auto", "electra", "pooler"],
+                   help="classification head (default auto: electra for ELECTRA, BERT's pooler for BERT/ALBERT)")
     p.add_argument("--max-length", type=int, help="longest input in tokens (default: the task's)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="bf16 autocast or fp32; auto (default): bf16 where the CPU or GPU has native bf16")

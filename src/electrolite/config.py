@@ -372,6 +372,20 @@ class PretrainConfig:
             intermediate_size=0, num_hidden_groups=groups)
 
 
+BATCH_ORDERS = ("bucketed", "shuffled")
+
+# Fine-tuning recipes by checkpoint family (FinetuneConfig.recipe). Values: bench/finetune_parity.py's
+# ablation on all-MiniLM-L6-v2 (BENCHMARKS.md, "Fine-tuning parity").
+FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
+    # Clark et al. 2020, appendix A: layer-wise LR decay 0.8 (0.9 for Large), Adam ε 1e-6.
+    "electra": dict(layerwise_lr_decay=0.8, adam_epsilon=1e-6, batch_order="bucketed"),
+    # Devlin et al. 2019 (and ALBERT, Lan et al. 2020): one learning rate for every layer.
+    "bert": dict(layerwise_lr_decay=1.0, adam_epsilon=1e-6, batch_order="bucketed"),
+}
+CHECKPOINT_RECIPES = {"electra": "electra", "bert": "bert", "albert": "bert"}
+"""The recipe `recipe: auto` picks for each checkpoint family."""
+
+
 @dataclass
 class FinetuneConfig:
     """A fine-tuning run; this is the `finetune` section of TASKDIR/config.yaml."""
@@ -400,14 +414,25 @@ class FinetuneConfig:
     """Examples per step."""
     learning_rate: float = 0.0
     """Peak learning rate; 0 derives ELECTRA's by width: 3e-4 up to hidden 256, 1e-4 up to 768, else 5e-5."""
+    recipe: str = "auto"
+    """Fine-tuning recipe: electra or bert (see FINETUNE_RECIPES), or auto, which follows the checkpoint's
+    family: ELECTRA's for ELECTRA checkpoints and ELECTRA runs, BERT's for BERT and ALBERT ones (and MLM runs).
+    Fields left at their "recipe's" value take the recipe's."""
     layerwise_lr_decay: float = 0.0
-    """Each layer below the head learns this factor slower; 0 derives 0.8 (0.9 from hidden 1024 up)."""
+    """Each layer below the head learns this factor slower (1: no decay); 0 takes the recipe's."""
     warmup_fraction: float = 0.1
     """Share of the steps spent warming up, then linear decay to 0."""
     weight_decay: float = 0.01
     """AdamW weight decay (not on biases or LayerNorm)."""
-    adam_epsilon: float = 1e-6
-    """AdamW ε."""
+    adam_epsilon: float = 0.0
+    """AdamW ε; 0 takes the recipe's."""
+    batch_order: str = ""
+    """bucketed (shuffled batches of similar length: little padding) or shuffled (uniformly shuffled examples,
+    padded to the longest of each batch); "" takes the recipe's."""
+    head: str = "auto"
+    """Sentence classification head: electra (dense, GELU, out_proj on [CLS]), pooler (BERT's tanh pooler,
+    then a linear classifier; it starts from the checkpoint's pooler where there is one), or auto, the
+    checkpoint family's (electra for ELECTRA, pooler for BERT and ALBERT)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables."""
     max_length: int = 0
@@ -447,6 +472,15 @@ class FinetuneConfig:
             raise UserError(f"finetune compile must be auto, on or off, got {self.compile!r}")
         if self.parallel not in ("ddp", "fsdp"):
             raise UserError(f"finetune parallel must be ddp or fsdp, got {self.parallel!r}")
+        if self.recipe != "auto" and self.recipe not in FINETUNE_RECIPES:
+            raise UserError(f"finetune recipe must be auto, {' or '.join(FINETUNE_RECIPES)}, got {self.recipe!r}")
+        if self.batch_order not in ("", *BATCH_ORDERS):
+            raise UserError(f"finetune batch_order must be {' or '.join(BATCH_ORDERS)}, got {self.batch_order!r}")
+        if self.head not in ("auto", "electra", "pooler"):
+            raise UserError(f"finetune head must be auto, electra or pooler, got {self.head!r}")
+        if self.layerwise_lr_decay < 0 or self.layerwise_lr_decay > 1 or self.adam_epsilon < 0:
+            raise UserError("finetune layerwise_lr_decay must be in (0, 1] (0: the recipe's) and adam_epsilon "
+                            "must not be negative")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise UserError(f"finetune warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
@@ -455,10 +489,22 @@ class FinetuneConfig:
             return self.learning_rate
         return 3e-4 if hidden_size <= 256 else 1e-4 if hidden_size <= 768 else 5e-5
 
-    def resolved_layer_decay(self, hidden_size: int) -> float:
+    def resolved_recipe(self, family: str) -> dict[str, Any]:
+        """The recipe's name and values for a checkpoint of `family` (electra, bert or albert), with this
+        config's own values where it sets them: recipe, layerwise_lr_decay, adam_epsilon, batch_order."""
+        name = self.recipe if self.recipe != "auto" else CHECKPOINT_RECIPES.get(family, "electra")
+        values = dict(FINETUNE_RECIPES[name], recipe=name)
+        for key in ("layerwise_lr_decay", "adam_epsilon", "batch_order"):
+            if getattr(self, key):
+                values[key] = getattr(self, key)
+        return values
+
+    def resolved_layer_decay(self, hidden_size: int, family: str = "electra") -> float:
+        """The layer-wise LR decay: this config's, else the recipe's (ELECTRA's is 0.9 from hidden 1024 up)."""
         if self.layerwise_lr_decay > 0:
             return self.layerwise_lr_decay
-        return 0.9 if hidden_size >= 1024 else 0.8
+        decay = self.resolved_recipe(family)["layerwise_lr_decay"]
+        return 0.9 if decay == 0.8 and hidden_size >= 1024 else decay
 
 
 # --- named sizes -------------------------------------------------------------------------------

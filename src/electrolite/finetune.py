@@ -64,6 +64,12 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Uniformly shuffled batches (as a DataLoader with shuffle=True): any lengths share a batch."""
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 
@@ -179,7 +185,8 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
         raise UserError(f"{cfg.task}: no training examples")
     train_features = task.encode(train, tok, labels or None, training=True)
     evals = {split: (examples, task.encode(examples, tok, labels or None)) for split, examples in data.evals.items()}
-    model = new_task_model(loaded, task.family, len(labels), task.max_length).to(device)
+    recipe = cfg.resolved_recipe(loaded.family)
+    model = new_task_model(loaded, task.family, len(labels), task.max_length, cfg.head).to(device)
     compiled = maybe_compile([model.encoder], cfg.compile, device)
     if dist.rank:  # each rank its own dropout stream (rank 0: the single-process one)
         torch.manual_seed(cfg.seed + 1_000_003 * dist.rank)
@@ -187,10 +194,10 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     sharded = sharding.is_sharded(model)
     hidden = loaded.config.hidden_size
     lr = cfg.resolved_learning_rate(hidden)
-    decay = cfg.resolved_layer_decay(hidden)
+    decay = cfg.resolved_layer_decay(hidden, loaded.family)
     depths, top = layer_depths(model)
     groups = param_groups(model, cfg.weight_decay, lr, {n: decay ** (top - d) for n, d in depths.items()})
-    optimizer = adamw(groups, lr, (0.9, 0.999), cfg.adam_epsilon, device)
+    optimizer = adamw(groups, lr, (0.9, 0.999), recipe["adam_epsilon"], device)
     epochs = cfg.epochs or task.epochs
     per_epoch = math.ceil(len(train_features) / cfg.batch_size) // dist.world_size  # optimizer steps per epoch
     if per_epoch == 0:
@@ -200,7 +207,10 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     warmup = int(cfg.warmup_fraction * total)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    record = {"task": task.name, "family": task.family, "labels": labels, "head": loaded.head,
+    record = {"task": task.name, "family": task.family, "labels": labels,
+              "head": model.head.kind if task.family in ("classification", "regression") else loaded.head,
+              "checkpoint_family": loaded.family,
+              "recipe": {**recipe, "learning_rate": lr, "layerwise_lr_decay": decay},
               "text_fields": list(task.text_fields), "label_column": task.label_column, "max_length": task.max_length,
               "doc_stride": task.doc_stride, "max_query_length": task.max_query_length,
               "max_answer_length": task.max_answer_length, "source": loaded.source, "note": data.note}
@@ -218,7 +228,10 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
                unit="step")
     for epoch in range(1, epochs + 1):
         model.train()
-        batches = bucket_batches(train_features.lengths, cfg.batch_size, rng)  # the same list on every rank
+        if recipe["batch_order"] == "bucketed":  # the same list on every rank
+            batches = bucket_batches(train_features.lengths, cfg.batch_size, rng)
+        else:
+            batches = shuffled_batches(len(train_features), cfg.batch_size, rng)
         for idx in batches[dist.rank:per_epoch * dist.world_size:dist.world_size]:
             set_lr(optimizer, lr, linear_schedule(step, warmup, total))
             with autocast(device, precision):
@@ -263,6 +276,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
                "results": best["results"], "train_examples": len(train), "steps": step,
                "seconds": round(time.perf_counter() - started, 1), "precision": precision, "compiled": compiled,
                "world_size": dist.world_size, "global_batch": cfg.batch_size * dist.world_size,
+               "recipe": record["recipe"],
                "note": data.note}
     checkpoint.write_json(summary, out / "eval_results.json")
     return summary

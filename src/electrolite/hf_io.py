@@ -196,7 +196,8 @@ def load_encoder(path: str | os.PathLike):
             pooler = {k[len(where):]: v for k, v in state.items() if k.startswith(where)} or None
             if pooler:
                 break
-    return LoadedEncoder(ckpt.config, encoder_state, tok, head, "hf", pooler=pooler)
+    return LoadedEncoder(ckpt.config, encoder_state, tok, head, "hf", pooler=pooler,
+                         family=ARCHITECTURES[ckpt.arch].model_type)
 
 
 def task_record(ckpt: Checkpoint, module: nn.Module) -> dict[str, Any]:

@@ -125,6 +125,8 @@ class LoadedEncoder:
     pooler: dict[str, torch.Tensor] | None = None
     """Pre-trained pooler weights (dense.weight, dense.bias) a "pooler" classification head starts from
     (Hugging Face BERT/ALBERT checkpoints that have them); None: the head starts fresh."""
+    family: str = "electra"
+    """The checkpoint's family, which picks the fine-tuning recipe: electra, bert or albert."""
 
 
 def load_encoder(path: str) -> LoadedEncoder:
@@ -163,8 +165,12 @@ def _load_pretrain_encoder(root: Path, cfg: PretrainConfig) -> LoadedEncoder:
     model = load_pretrain_objective(root, cfg)
     encoder = model.discriminator if cfg.objective.name == "electra" else model.encoder
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    if cfg.objective.name == "electra":
+        family = "electra"
+    else:  # masked LM: ALBERT's when it learned sentence order or shares its layers
+        family = "albert" if cfg.objective.sop or cfg.model.num_hidden_groups < cfg.model.num_hidden_layers else "bert"
     return LoadedEncoder(cfg.model, state, load_tokenizer(str(root / "tokenizer.json")),
-                         "electra" if cfg.objective.name == "electra" else "pooler", "pretrain-run")
+                         "electra" if family == "electra" else "pooler", "pretrain-run", family=family)
 
 
 def task_dir_parts(data: dict[str, Any], path: str | Path = "config.yaml") -> tuple[EncoderConfig, dict[str, Any]]:
@@ -192,8 +198,9 @@ def _load_task_dir_encoder(root: Path, data: dict[str, Any]) -> LoadedEncoder:
     model, record = load_task_model(root, data)
     state = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
     enc_cfg, _ = task_dir_parts(data, root / "config.yaml")
+    family = record.get("checkpoint_family") or ("electra" if record["head"] == "electra" else "bert")  # older dirs
     return LoadedEncoder(enc_cfg, state, load_tokenizer(str(root / "tokenizer.json")), record["head"],
-                         "task-dir", data)
+                         "task-dir", data, family=family)
 
 
 def load_task_model(root: Path, data: dict[str, Any] | None = None) -> tuple[TaskModel, dict[str, Any]]:
@@ -221,20 +228,23 @@ def from_scratch(loaded: LoadedEncoder, seed: int) -> LoadedEncoder:
     return dataclasses.replace(loaded, state=state, source="random-init", pooler=None)
 
 
-def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_length: int) -> TaskModel:
+def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_length: int,
+                   head: str = "auto") -> TaskModel:
     """A task model whose encoder starts from `loaded`; the head is freshly initialised, except a pooler
-    head's pooler when `loaded` carries pre-trained pooler weights."""
+    head's pooler when `loaded` carries pre-trained pooler weights. `head` (electra or pooler) overrides
+    the layout `loaded` suits ("auto")."""
     config = loaded.config
     if max_length > config.max_position_embeddings:
         raise UserError(f"max length {max_length} exceeds the model's max_position_embeddings "
                         f"{config.max_position_embeddings}")
-    model = TaskModel(dataclasses.replace(config), family, num_labels, loaded.head)
+    head = loaded.head if head == "auto" else head
+    model = TaskModel(dataclasses.replace(config), family, num_labels, head)
     missing, unexpected = model.encoder.load_state_dict(loaded.state, strict=False)
     # The word-embedding padding row and nothing else may be absent; any other gap is a bug.
     if missing or unexpected:
         raise UserError(f"encoder weights do not fit (missing: {', '.join(missing) or '-'}; "
                         f"unexpected: {', '.join(unexpected) or '-'})")
-    if loaded.pooler and family in ("classification", "regression") and loaded.head == "pooler":
+    if loaded.pooler and family in ("classification", "regression") and head == "pooler":
         model.head.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
     return model
 
