@@ -37,6 +37,11 @@ PRETRAIN_SHORTCUTS = {
                   "or bf16 (autocast)."),
     "lr": ("train.learning_rate", float, "Peak learning rate."),
     "masking": ("objective.masking", str, "token, whole_word or ngram."),
+    "init": ("init", str, "Continue pre-training from this checkpoint: a Hugging Face BERT, ELECTRA or ALBERT dir, "
+             "or an electrolite run or task dir (its architecture and tokenizer; prepare the corpus with "
+             "--tokenizer PATH). Default lr 1e-4 and 6%% warm-up, Gururangan et al. 2020's TAPT values."),
+    "init-generator": ("init_generator", str, "ELECTRA with --init: start the generator from this checkpoint "
+                       "(e.g. an ElectraForMaskedLM dir); else a fresh one of objective.generator_size."),
 }
 
 

@@ -346,6 +346,13 @@ class PretrainConfig:
     """Corpus directory written by `electrolite prepare`."""
     out: str = ""
     """Run directory (created; re-running the same command resumes it)."""
+    init: str = ""
+    """Start from these weights (continued pre-training): a Hugging Face BERT, ELECTRA or ALBERT checkpoint dir,
+    or an electrolite run or task dir. Its architecture and tokenizer are the run's; prepare the corpus with
+    ``--tokenizer`` set to it. Unset learning rate and warm-up take CONTINUE_DEFAULTS."""
+    init_generator: str = ""
+    """ELECTRA with init: the generator starts from this checkpoint (e.g. an ElectraForMaskedLM dir); its size
+    sets objective.generator_size and generator_layers. Unset: a fresh generator of objective.generator_size."""
     model: EncoderConfig = field(default_factory=EncoderConfig)
     """The encoder (the discriminator for ELECTRA); starts from the named size."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -555,6 +562,12 @@ def size_objective_defaults(name: str) -> dict[str, Any]:
     return {k: v for k, v in _size_entry(name).items() if k in _OBJECTIVE_SIZE_KEYS}
 
 
+# Continued pre-training (`init`): a lower peak learning rate than from scratch and a short warm-up, the values
+# of Gururangan et al. 2020's task-adaptive pre-training (peak 1e-4, 6% warm-up; their domain-adaptive runs used
+# 5e-4 at batch 2048, which small batches cannot take). Set either to override.
+CONTINUE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "warmup_fraction": 0.06}
+
+
 def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
                             overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """Resolve a run's config: size table < config file < command-line overrides.
@@ -575,7 +588,18 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
                 merged[key] = value
     size = coerce(merged.get("size", PretrainConfig.size), str, "size")  # str() of a YAML alias bomb never ends
     base_model = {k: v for k, v in _size_entry(size).items() if k not in _OBJECTIVE_SIZE_KEYS}
-    merged["model"] = {**base_model, **merged["model"]}
+    init = coerce(merged.get("init", ""), str, "init")
+    if init:  # the checkpoint sets the architecture; a size or model field that contradicts it is an error
+        from electrolite.initialize import generator_fields, model_from_init
+        merged["model"] = model_from_init(init, size if "size" in merged else None, merged["model"])
+        merged["objective"] = {**generator_fields(merged.get("init_generator", ""), merged["model"],
+                                                  merged["objective"]), **merged["objective"]}
+        merged["train"].setdefault("learning_rate", CONTINUE_DEFAULTS["learning_rate"])
+        if "warmup_steps" not in merged["train"]:
+            steps = coerce(merged["train"].get("steps", TrainConfig.steps), int, "train.steps")
+            merged["train"]["warmup_steps"] = int(CONTINUE_DEFAULTS["warmup_fraction"] * steps)
+    else:
+        merged["model"] = {**base_model, **merged["model"]}
     merged["objective"] = {**size_objective_defaults(size), **merged["objective"]}
     if merged["objective"].get("name", ObjectiveConfig.name) == "electra":
         merged["objective"].setdefault("recipe", DEFAULT_RECIPE)

@@ -34,6 +34,7 @@ from electrolite.errors import UserError
 from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
 from electrolite.optim import adamw, lr_multiplier, param_groups, set_lr
+from electrolite.initialize import InitSource, apply_init, read_init
 from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
@@ -56,7 +57,11 @@ class Setup:
         self.tokenizer = load_tokenizer(str(tok_path))
         self.special = special_tokens(self.tokenizer)
         seq_len = self.corpus.seq_len
-        model = dataclasses.replace(cfg.model, vocab_size=self.tokenizer.get_vocab_size(),
+        vocab = self.tokenizer.get_vocab_size()
+        if cfg.init and vocab > cfg.model.vocab_size:
+            raise UserError(f"corpus {cfg.corpus}'s tokenizer has {vocab} tokens, more than --init {cfg.init}'s "
+                            f"{cfg.model.vocab_size}; prepare the corpus with --tokenizer {cfg.init}")
+        model = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size if cfg.init else vocab,
                                     pad_token_id=self.special.pad_token_id)
         if seq_len > model.max_position_embeddings:
             raise UserError(f"corpus sequence length {seq_len} exceeds model.max_position_embeddings "
@@ -93,6 +98,16 @@ class Setup:
         """Matmul FLOPs of the first `step` steps."""
         first = min(step, self.first_stage_steps)
         return self.first_stage_flops.model_flops_per_step * first + self.flops.model_flops_per_step * (step - first)
+
+    def read_init(self) -> tuple[InitSource, InitSource | None]:
+        """The weights `init` (and `init_generator`) name, checked against the corpus's tokenizer."""
+        sources = [read_init(self.cfg.init)] + ([read_init(self.cfg.init_generator)] if self.cfg.init_generator else [])
+        mine = tokenizer_fingerprint(self.tokenizer)
+        for flag, source in zip(("--init", "--init-generator"), sources):
+            if tokenizer_fingerprint(source.tokenizer) != mine:
+                raise UserError(f"corpus {self.cfg.corpus} was prepared with another tokenizer than {flag} "
+                                f"{source.path}'s; prepare it with --tokenizer {source.path}")
+        return sources[0], (sources[1] if len(sources) > 1 else None)
 
     def build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.train.seed)
@@ -367,11 +382,18 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     setup = Setup(cfg, dist.world_size)
     cfg = setup.cfg
     t = cfg.train
-    resuming = on_main(dist, lambda: prepare_run_dir(setup))
     run_dir = Path(cfg.out)
+    fresh = not (run_dir / "config.yaml").exists() or checkpoint.latest_checkpoint(run_dir) is None
+    init = setup.read_init() if cfg.init and fresh else None  # before the run dir: a mismatch leaves nothing
+    resuming = on_main(dist, lambda: prepare_run_dir(setup))
     device = resolve_device(t.device, dist)
     precision = resolve_precision(t.precision, device)  # config.yaml keeps "auto": a resume decides again
-    model = setup.build_model().to(device)  # the same initial weights on every rank (seeded)
+    model = setup.build_model()  # the same initial weights on every rank (seeded)
+    if init is not None:
+        apply_init(model, *init)
+        if dist.is_main:
+            checkpoint.write_json(init[0].record(), run_dir / "init.json")
+    model = model.to(device)
     model.train()
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     # DDP broadcasts rank 0's weights; FSDP shards `model` in place, so the optimizer comes after.
@@ -397,8 +419,11 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
     warmup = t.resolved_warmup_steps
     global_batch = t.batch_size * t.gradient_accumulation_steps * dist.world_size
+    started_from = (json.loads((run_dir / "init.json").read_text())
+                    if cfg.init and dist.is_main and (run_dir / "init.json").exists() else None)
     log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled,
-                                                   "world_size": dist.world_size, "global_batch": global_batch}
+                                                   "world_size": dist.world_size, "global_batch": global_batch,
+                                                   **({"init": started_from} if started_from else {})}
                      ) if dist.is_main else None
     tokens_per_step = global_batch * setup.seq_len
 
@@ -510,6 +535,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                "paper_flops": setup.paper_flops(step),
                "model_flops": setup.model_flops(step), **final}
     summary.update({f"initial_{k}": v for k, v in initial.items()})
+    if started_from:
+        summary["init"] = started_from
     stuck = plateau(log.valid_records) if log is not None else None
     if stuck is not None:
         summary["rtd_plateau"] = stuck
