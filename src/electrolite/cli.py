@@ -86,6 +86,14 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/tokenizer.json ({args.kind}, {tok.get_vocab_size():,} tokens)")
 
 
+def cmd_tokenizer_extend(args: argparse.Namespace) -> None:
+    from electrolite.vocab import extend_tokenizer, write_extension
+    tok, added = extend_tokenizer(args.tokenizer, args.corpus, args.add, args.min_count, args.encoding_errors)
+    write_extension(tok, added, args.tokenizer, args.out)
+    shown = ", ".join(f"{a['word']} ({len(a['pieces'])} pieces × {a['count']})" for a in added[:5])
+    print(f"wrote {args.out}/tokenizer.json: {len(added)} words added after id {added[0]['id'] - 1}, e.g. {shown}")
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from electrolite.corpus import prepare
     meta = prepare(args.files, args.tokenizer, args.seq_len, args.out, seed=args.seed,
@@ -279,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="non-UTF-8 bytes: stop with an error (strict) or substitute U+FFFD (replace)")
     p.set_defaults(func=cmd_tokenizer_train)
+
+    p = tok.add_parser("extend", help="add a domain's most split words to a WordPiece vocabulary (for pretrain "
+                       "--init)")
+    p.add_argument("tokenizer", help="tokenizer.json, vocab.txt or a directory with one (e.g. the checkpoint dir)")
+    p.add_argument("--corpus", nargs="+", required=True, help="the domain's text: .txt, .txt.gz or .jsonl")
+    p.add_argument("--add", type=int, required=True, help="how many words to add")
+    p.add_argument("--min-count", type=int, default=5, help="a word must occur at least this often")
+    p.add_argument("--out", required=True, help="output directory (tokenizer.json, vocab.txt, extension.json)")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                   help="non-UTF-8 bytes: stop with an error (strict) or substitute U+FFFD (replace)")
+    p.set_defaults(func=cmd_tokenizer_extend)
 
     p = sub.add_parser("prepare", help="tokenize and pack text into a pre-training corpus directory")
     p.add_argument("files", nargs="+", help=".txt, .txt.gz or .jsonl files")

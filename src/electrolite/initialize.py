@@ -197,3 +197,13 @@ def generator_fields(path: str, model: dict[str, Any], objective: dict[str, Any]
                         f"differs from the discriminator's {width}; the two share their embeddings")
     return {"generator_size": theirs.hidden_size / model["hidden_size"],
             "generator_layers": theirs.num_hidden_layers / model["num_hidden_layers"]}
+
+
+def grow_vocabulary(source: InitSource, pieces: dict[int, list[int]], rows: int) -> None:
+    """Grow `source`'s word embeddings (and its MLM head's bias) to `rows` for an extended vocabulary: each
+    new row starts as the mean of its word's pieces' rows (``vocab.grow_rows``)."""
+    from electrolite.vocab import grow_rows
+    key = "embeddings.word_embeddings.weight"
+    source.encoder[key] = grow_rows(source.encoder[key], pieces, rows)
+    if "mlm_head" in source.heads:
+        source.heads["mlm_head"]["bias"] = grow_rows(source.heads["mlm_head"]["bias"], pieces, rows)

@@ -34,8 +34,9 @@ from electrolite.errors import UserError
 from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
 from electrolite.optim import adamw, lr_multiplier, param_groups, set_lr
-from electrolite.initialize import InitSource, apply_init, read_init
+from electrolite.initialize import InitSource, apply_init, grow_vocabulary, read_init
 from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
+from electrolite.vocab import added_pieces
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
@@ -58,11 +59,15 @@ class Setup:
         self.special = special_tokens(self.tokenizer)
         seq_len = self.corpus.seq_len
         vocab = self.tokenizer.get_vocab_size()
+        self.added_pieces: dict[int, list[int]] = {}  # init with an extended vocabulary: new id → base pieces
         if cfg.init and vocab > cfg.model.vocab_size:
-            raise UserError(f"corpus {cfg.corpus}'s tokenizer has {vocab} tokens, more than --init {cfg.init}'s "
-                            f"{cfg.model.vocab_size}; prepare the corpus with --tokenizer {cfg.init}")
-        model = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size if cfg.init else vocab,
-                                    pad_token_id=self.special.pad_token_id)
+            self.added_pieces = added_pieces(load_tokenizer(cfg.init), self.tokenizer) or {}
+            if not self.added_pieces:
+                raise UserError(f"corpus {cfg.corpus}'s tokenizer has {vocab} tokens, more than --init {cfg.init}'s "
+                                f"{cfg.model.vocab_size}, and is not its extension (`electrolite tokenizer extend`); "
+                                f"prepare the corpus with --tokenizer {cfg.init}")
+        model = dataclasses.replace(cfg.model, vocab_size=vocab if self.added_pieces or not cfg.init
+                                    else cfg.model.vocab_size, pad_token_id=self.special.pad_token_id)
         if seq_len > model.max_position_embeddings:
             raise UserError(f"corpus sequence length {seq_len} exceeds model.max_position_embeddings "
                             f"{model.max_position_embeddings}")
@@ -104,9 +109,13 @@ class Setup:
         sources = [read_init(self.cfg.init)] + ([read_init(self.cfg.init_generator)] if self.cfg.init_generator else [])
         mine = tokenizer_fingerprint(self.tokenizer)
         for flag, source in zip(("--init", "--init-generator"), sources):
-            if tokenizer_fingerprint(source.tokenizer) != mine:
+            if tokenizer_fingerprint(source.tokenizer) == mine:
+                continue
+            pieces = added_pieces(source.tokenizer, self.tokenizer)
+            if pieces is None:
                 raise UserError(f"corpus {self.cfg.corpus} was prepared with another tokenizer than {flag} "
                                 f"{source.path}'s; prepare it with --tokenizer {source.path}")
+            grow_vocabulary(source, pieces, self.cfg.model.vocab_size)  # new rows: the mean of their pieces'
         return sources[0], (sources[1] if len(sources) > 1 else None)
 
     def build_model(self) -> torch.nn.Module:

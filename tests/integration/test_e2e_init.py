@@ -171,3 +171,48 @@ def test_dropout_may_change_and_a_matching_size_is_accepted(books, tmp_path):
     path = hf_checkpoint(tmp_path / "hf", "BertForMaskedLM")
     cfg = cfgmod.resolve_pretrain_config(None, {"init": str(path), "model.hidden_dropout_prob": 0.0})
     assert cfg.model.hidden_dropout_prob == 0.0 and cfg.model.hidden_size == 32
+
+
+def test_an_extended_vocabulary_starts_new_rows_at_the_mean_of_their_pieces(books, tmp_path):
+    from electrolite.tokenizer import load_tokenizer
+    path = hf_checkpoint(tmp_path / "hf", "BertForMaskedLM")
+    ext = tmp_path / "extended"
+    r = cli_ok("tokenizer", "extend", path, "--corpus", books, "--add", 20, "--min-count", 3, "--out", ext)
+    record = json.loads((ext / "extension.json").read_text())
+    base, extended = load_tokenizer(str(path)), load_tokenizer(str(ext))
+    size = base.get_vocab_size()
+    added = record["added"]
+    assert record["base_vocab_size"] == size and [a["id"] for a in added] == list(range(size, size + 20))
+    assert r.out.startswith(f"wrote {ext}/tokenizer.json: 20 words added after id {size - 1}, e.g. {added[0]['word']}")
+    savings = [a["count"] * (len(a["pieces"]) - 1) for a in added]
+    assert savings == sorted(savings, reverse=True) and min(a["count"] for a in added) >= 3
+    for a in added:  # one token now, its pieces before
+        assert extended.encode(a["word"], add_special_tokens=False).ids == [a["id"]]
+        assert base.encode(a["word"], add_special_tokens=False).ids == a["pieces"] and len(a["pieces"]) > 1
+    plain = "the house by the river"
+    assert extended.encode(plain).ids == base.encode(plain).ids  # every base id keeps its meaning
+
+    corpus = prepare(books, ext, tmp_path / "corpus")
+    model, setup = initialised(path, corpus, tmp_path / "run", "mlm")
+    assert setup.cfg.model.vocab_size == size + 20
+    from safetensors.torch import load_file
+    theirs = load_file(str(path / "model.safetensors"))
+    table, bias = theirs["bert.embeddings.word_embeddings.weight"], theirs["cls.predictions.bias"]
+    ours = model.encoder.embeddings.word_embeddings.weight.detach()
+    assert torch.equal(ours[:size], table)
+    for a in added:
+        torch.testing.assert_close(ours[a["id"]], table[a["pieces"]].mean(0), atol=0, rtol=0)
+        torch.testing.assert_close(model.mlm_head.bias[a["id"]].detach(), bias[a["pieces"]].mean(0), atol=0, rtol=0)
+
+    other = prepare(books, other_vocab_dir(tmp_path), tmp_path / "corpus-other")
+    r = cli("pretrain", "--init", path, "--corpus", other, "--out", tmp_path / "bad", "--objective", "mlm", *QUICK)
+    assert "is not its extension (`electrolite tokenizer extend`)" in user_error(r)
+
+
+def other_vocab_dir(tmp_path: Path) -> Path:
+    """A larger, unrelated WordPiece vocabulary: the test vocabulary with 100 made-up words in front."""
+    out = tmp_path / "other-vocab"
+    out.mkdir()
+    lines = VOCAB.read_text().split("\n")
+    (out / "vocab.txt").write_text("\n".join(lines[:5] + [f"zz{i}" for i in range(100)] + lines[5:]))
+    return out
