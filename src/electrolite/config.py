@@ -564,7 +564,9 @@ def size_objective_defaults(name: str) -> dict[str, Any]:
 
 # Continued pre-training (`init`): a lower peak learning rate than from scratch and a short warm-up, the values
 # of Gururangan et al. 2020's task-adaptive pre-training (peak 1e-4, 6% warm-up; their domain-adaptive runs used
-# 5e-4 at batch 2048, which small batches cannot take). Set either to override.
+# 5e-4 at batch 2048, which small batches cannot take). Set either to override. ELECTRA skips the small-budget
+# recipe's masked-LM warm start of the discriminator (objective.two_stage_fraction 0): it exists to teach a fresh
+# discriminator language first, which a checkpoint already knows.
 CONTINUE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "warmup_fraction": 0.06}
 
 
@@ -595,6 +597,8 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
         merged["objective"] = {**generator_fields(merged.get("init_generator", ""), merged["model"],
                                                   merged["objective"]), **merged["objective"]}
         merged["train"].setdefault("learning_rate", CONTINUE_DEFAULTS["learning_rate"])
+        if merged["objective"].get("name", ObjectiveConfig.name) == "electra":  # the checkpoint knows language:
+            merged["objective"].setdefault("two_stage_fraction", 0.0)  # no masked-LM warm start of it
         if "warmup_steps" not in merged["train"]:
             steps = coerce(merged["train"].get("steps", TrainConfig.steps), int, "train.steps")
             merged["train"]["warmup_steps"] = int(CONTINUE_DEFAULTS["warmup_fraction"] * steps)

@@ -216,3 +216,16 @@ def other_vocab_dir(tmp_path: Path) -> Path:
     lines = VOCAB.read_text().split("\n")
     (out / "vocab.txt").write_text("\n".join(lines[:5] + [f"zz{i}" for i in range(100)] + lines[5:]))
     return out
+
+
+def test_continuing_defaults(tmp_path):
+    path = hf_checkpoint(tmp_path / "hf", "ElectraForPreTraining")
+    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(path), "train.steps": 1000})
+    assert (cfg.train.learning_rate, cfg.train.warmup_steps) == (1e-4, 60)  # Gururangan et al.'s TAPT values
+    assert cfg.objective.two_stage_fraction == 0.0  # no masked-LM warm start of a trained discriminator
+    assert cfg.objective.recipe == "small-budget" and cfg.objective.embedding_sharing == "gdes"
+    mine = cfgmod.resolve_pretrain_config(None, {"init": str(path), "train.learning_rate": 3e-4,
+                                                 "train.warmup_steps": 5, "objective.two_stage_fraction": 0.2})
+    assert (mine.train.learning_rate, mine.train.warmup_steps, mine.objective.two_stage_fraction) == (3e-4, 5, 0.2)
+    scratch = cfgmod.resolve_pretrain_config(None, {"size": "tiny"})
+    assert scratch.train.learning_rate == 5e-4 and scratch.objective.two_stage_fraction == 0.3
