@@ -7,6 +7,7 @@ of ours may traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -121,21 +122,32 @@ def cmd_flops(args: argparse.Namespace) -> None:
                  "model.vocab_size": args.vocab_size, "train.steps": args.steps, "train.batch_size": args.batch_size}
     if args.generator_size is not None:
         overrides["objective.generator_size"] = args.generator_size
+    if args.objective == "electra" and args.recipe:
+        overrides["objective.recipe"] = args.recipe
     for key, value in vars(args).items():
         if key.startswith("model."):
             overrides[key] = value
     cfg = cfgmod.resolve_pretrain_config(None, overrides)
-    report = flops.estimate(cfg.model, cfg.generator_config(), cfg.objective.name, cfg.objective.sop,
-                            args.steps, args.batch_size, args.seq_len, cfg.objective.mask_prob)
+    staged = flops.recipe_flops(cfg.model, cfg.generator_config(), cfg.objective, args.steps, args.batch_size,
+                                args.seq_len)
+    per_step = staged.paper(args.steps) / args.steps, staged.model(args.steps) / args.steps
+    report = dataclasses.replace(staged.rest, steps=args.steps, paper_flops_per_step=per_step[0],
+                                 paper_flops=staged.paper(args.steps), model_flops_per_step=per_step[1],
+                                 model_flops=staged.model(args.steps))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=1))
+        print(json.dumps({**report.to_dict(), "first_stage_steps": staged.first_steps}, indent=1))
     else:
-        print(f"{args.size} {args.objective}{'+sop' if args.sop else ''}, {args.steps:,} steps × "
+        recipe = f" ({cfg.objective.recipe} recipe)" if args.objective == "electra" else ""
+        each = "mean per" if staged.first_steps else "per"
+        print(f"{args.size} {args.objective}{'+sop' if args.sop else ''}{recipe}, {args.steps:,} steps × "
               f"{args.batch_size} × {args.seq_len}:")
+        if staged.first_steps:
+            print(f"  the first {staged.first_steps:,} steps are the masked-LM warm start of the discriminator "
+                  f"({flops.format_flops(staged.first.paper_flops_per_step)} per step, paper convention)")
         print(f"  ELECTRA-paper convention: {flops.format_flops(report.paper_flops)} "
-              f"({flops.format_flops(report.paper_flops_per_step)} per step)")
+              f"({flops.format_flops(report.paper_flops_per_step)} {each} step)")
         print(f"  model FLOPs (fwd+bwd):    {flops.format_flops(report.model_flops)} "
-              f"({flops.format_flops(report.model_flops_per_step)} per step)")
+              f"({flops.format_flops(report.model_flops_per_step)} {each} step)")
 
 
 FINETUNE_SHORTCUTS = {
@@ -334,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, required=True)
     p.add_argument("--vocab-size", type=int, default=30522)
     p.add_argument("--generator-size", type=float, default=None, help="generator hidden as a fraction of the discriminator's")
+    p.add_argument("--recipe", choices=sorted(cfgmod.RECIPES), default=None,
+                   help=f"electra: the objective.recipe (default {cfgmod.DEFAULT_RECIPE}, as pretrain); its two-stage "
+                   "warm start is counted at masked-LM cost")
     p.add_argument("--json", action="store_true", help="print JSON")
     for name, tp, default, doc in cfgmod.iter_fields(cfgmod.EncoderConfig, "model."):
         p.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=doc.replace("%", "%%"))

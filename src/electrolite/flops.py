@@ -456,3 +456,49 @@ def format_flops(x: float, human: bool = False) -> str:
         power += 1
         scaled = x / 1000**power
     return f"{scaled:.3g} {_SI_PREFIXES[power]}FLOPs"
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedFlops:
+    """Per-step FLOPs of a pre-training recipe: its first `first_steps` steps cost `first` each (ELECTRA's
+    two-stage warm start: a masked LM on the discriminator) and the rest `rest` each."""
+
+    first: FlopsReport
+    rest: FlopsReport
+    first_steps: int
+
+    def paper(self, step: int) -> float:
+        """Paper-convention FLOPs of the first `step` steps."""
+        k = min(step, self.first_steps)
+        return self.first.paper_flops_per_step * k + self.rest.paper_flops_per_step * (step - k)
+
+    def model(self, step: int) -> float:
+        """Matmul FLOPs of the first `step` steps."""
+        k = min(step, self.first_steps)
+        return self.first.model_flops_per_step * k + self.rest.model_flops_per_step * (step - k)
+
+    def mean_paper_per_step(self, fraction: float) -> float:
+        """Paper FLOPs per step averaged over a run that spends `fraction` of its steps in the first stage."""
+        return fraction * self.first.paper_flops_per_step + (1 - fraction) * self.rest.paper_flops_per_step
+
+
+def recipe_flops(disc: EncoderShape, generator: EncoderShape | None, objective, steps: int, batch_size: int,
+                 seq_len: int) -> StagedFlops:
+    """A run's FLOPs with its objective's recipe: the corrective LM head and the two-stage warm start counted.
+
+    Args:
+        objective: the run's ObjectiveConfig (name, sop, mask_prob, two_stage_fraction, corrective_lm_weight).
+        steps: the run's steps (the first stage's length is a share of them).
+    """
+    o = objective
+    rest = estimate(disc, generator, o.name, o.sop, 1, batch_size, seq_len, o.mask_prob)
+    if o.name == "electra" and o.corrective_lm_weight > 0:  # the discriminator's extra output layer
+        paper, matmul = mlm_head_train_flops(disc, batch_size, seq_len, o.mask_prob)
+        rest = dataclasses.replace(rest, paper_flops_per_step=rest.paper_flops_per_step + paper,
+                                   paper_flops=rest.paper_flops + paper,
+                                   model_flops_per_step=rest.model_flops_per_step + matmul,
+                                   model_flops=rest.model_flops + matmul)
+    if o.name != "electra" or o.two_stage_fraction <= 0:
+        return StagedFlops(rest, rest, 0)
+    first = estimate(disc, None, "mlm", o.sop, 1, batch_size, seq_len, o.mask_prob)
+    return StagedFlops(first, rest, o.first_stage_steps(steps))

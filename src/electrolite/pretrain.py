@@ -79,30 +79,19 @@ class Setup:
                               self.special.mask_token_id], word_start_mask(self.tokenizer))
         t, o = self.cfg.train, self.cfg.objective
         batch = t.batch_size * t.gradient_accumulation_steps * world_size
-        self.flops = flops.estimate(model, self.generator_cfg, o.name, o.sop, 1, batch, seq_len, o.mask_prob)
-        if o.name == "electra" and o.corrective_lm_weight > 0:  # the discriminator's extra output layer
-            paper, matmul = flops.mlm_head_train_flops(model, batch, seq_len, o.mask_prob)
-            self.flops = dataclasses.replace(self.flops, paper_flops_per_step=self.flops.paper_flops_per_step + paper,
-                                             paper_flops=self.flops.paper_flops + paper,
-                                             model_flops_per_step=self.flops.model_flops_per_step + matmul,
-                                             model_flops=self.flops.model_flops + matmul)
         # ELECTRA's two-stage warm start: its first steps cost what a masked-LM step on the discriminator does
         if o.name == "electra" and o.embedding_sharing == "gdes" and t.parallel == "fsdp":
             raise UserError("objective.embedding_sharing gdes (the small-budget recipe's) is not supported with "
                             "train.parallel fsdp: use ddp, or --objective.embedding_sharing shared")
-        self.first_stage_steps = o.first_stage_steps(t.steps)
-        self.first_stage_flops = (flops.estimate(model, None, "mlm", o.sop, 1, batch, seq_len, o.mask_prob)
-                                  if o.name == "electra" and o.two_stage_fraction > 0 else self.flops)
+        self.flops = flops.recipe_flops(model, self.generator_cfg, o, t.steps, batch, seq_len)
 
     def paper_flops(self, step: int) -> float:
         """Paper-convention FLOPs of the first `step` steps (both stages of a two-stage warm start)."""
-        first = min(step, self.first_stage_steps)
-        return self.first_stage_flops.paper_flops_per_step * first + self.flops.paper_flops_per_step * (step - first)
+        return self.flops.paper(step)
 
     def model_flops(self, step: int) -> float:
         """Matmul FLOPs of the first `step` steps."""
-        first = min(step, self.first_stage_steps)
-        return self.first_stage_flops.model_flops_per_step * first + self.flops.model_flops_per_step * (step - first)
+        return self.flops.model(step)
 
     def read_init(self) -> tuple[InitSource, InitSource | None]:
         """The weights `init` (and `init_generator`) name, checked against the corpus's tokenizer."""

@@ -225,7 +225,7 @@ def steps_for_budget(study: Study, setup: Setup) -> tuple[int, float]:
     run_setup = RunSetup(cfg)
     f = cfg.objective.two_stage_fraction if cfg.objective.name == "electra" else 0.0
     # ELECTRA's two-stage warm start spends share f of its steps as the cheaper masked LM
-    per_step = f * run_setup.first_stage_flops.paper_flops_per_step + (1 - f) * run_setup.flops.paper_flops_per_step
+    per_step = run_setup.flops.mean_paper_per_step(f)
     if study.budget.kind == "seconds":  # the wall clock stops it; the schedule needs a step count
         steps = int(setup.config.get("train", {}).get("steps", 0))
         if steps < 1:

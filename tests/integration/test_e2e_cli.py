@@ -146,7 +146,7 @@ def test_pretrain_metrics_lines(electra_run):
     assert train[-1]["loss"] == pytest.approx(train[-1]["mlm_loss"] + 50 * train[-1]["rtd_loss"], abs=1e-4)
     # The FLOPs per step are the ones `electrolite flops` reports for the same run
     r = cli_ok("flops", "--size", "tiny", "--objective", "electra", "--steps", 20, "--batch-size", 8,
-               "--seq-len", 64, "--vocab-size", 2000, "--json")
+               "--seq-len", 64, "--vocab-size", 2000, "--recipe", "paper", "--json")  # the run's recipe
     report = json.loads(r.out)
     assert report["paper_flops"] == pytest.approx(train[-1]["paper_flops"], rel=1e-9)
     assert report["model_flops"] == pytest.approx(train[-1]["model_flops"], rel=1e-9)
@@ -271,6 +271,18 @@ def test_pretrain_help_lists_every_config_field():
 # --- flops -------------------------------------------------------------------------------------
 
 
+def test_flops_counts_the_default_recipes_warm_start_at_masked_lm_cost():
+    args = ("--size", "electra-small", "--steps", 1000, "--batch-size", 128, "--seq-len", 128, "--json")
+    default = json.loads(cli_ok("flops", "--objective", "electra", *args).out)
+    paper = json.loads(cli_ok("flops", "--objective", "electra", "--recipe", "paper", *args).out)
+    mlm = json.loads(cli_ok("flops", "--objective", "mlm", *args).out)
+    assert default["first_stage_steps"] == 300 and paper["first_stage_steps"] == 0  # small-budget: 30% warm start
+    # 300 steps of a masked LM on the discriminator (no generator), then 700 ELECTRA steps
+    assert default["paper_flops"] == pytest.approx(300 * mlm["paper_flops_per_step"]
+                                                   + 700 * paper["paper_flops_per_step"], rel=1e-12)
+    assert default["paper_flops"] < paper["paper_flops"]
+
+
 @pytest.mark.parametrize("size, objective, steps, batch, seq, expected", [
     ("electra-small", "electra", 1_000_000, 128, 128, 1.29e18),   # ELECTRA paper, Table 1
     ("bert-small", "mlm", 1_450_000, 128, 128, 1.42e18),
@@ -278,7 +290,7 @@ def test_pretrain_help_lists_every_config_field():
 ])
 def test_flops_matches_the_electra_paper(size, objective, steps, batch, seq, expected):
     r = cli_ok("flops", "--size", size, "--objective", objective, "--steps", steps, "--batch-size", batch,
-               "--seq-len", seq, "--json")
+               "--seq-len", seq, "--recipe", "paper", "--json")
     report = json.loads(r.out)
     assert report["paper_flops"] == pytest.approx(expected, rel=0.02)
     assert report["paper_flops"] == pytest.approx(report["paper_flops_per_step"] * steps, rel=1e-12)

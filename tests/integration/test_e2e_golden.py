@@ -104,7 +104,7 @@ def test_golden_electra_small_budget_recipe(golden_corpus: Path, tmp_path: Path)
     mlm = cli_ok("flops", "--size", "tiny", "--objective", "mlm", "--steps", 1, "--batch-size", 16, "--seq-len", 64,
                  "--vocab-size", 2000, "--json")
     electra = cli_ok("flops", "--size", "tiny", "--objective", "electra", "--steps", 1, "--batch-size", 16,
-                     "--seq-len", 64, "--vocab-size", 2000, "--json")
+                     "--seq-len", 64, "--vocab-size", 2000, "--recipe", "paper", "--json")  # one ELECTRA step
     per_mlm, per_electra = json.loads(mlm.out)["paper_flops"], json.loads(electra.out)["paper_flops"]
     by_step = {m["step"]: m["paper_flops"] for m in train}
     assert by_step[15] == pytest.approx(15 * per_mlm, rel=1e-9)
