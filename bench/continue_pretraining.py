@@ -96,7 +96,9 @@ def pretrain(work: Path, name: str, corpus: Path, args, *extra: object) -> Path:
 
 
 def valid_curve(run: Path, key: str) -> list[tuple[int, float]]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    """(step, value) of the validation lines of RUN/metrics.jsonl (or of a metrics file given directly)."""
+    path = run if run.is_file() else run / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
     return [(r["step"], r[key]) for r in rows if key in r]  # validation lines (step 0: the checkpoint as loaded)
 
 
@@ -112,6 +114,31 @@ def finetune(work: Path, model: str, name: str, task: str, seeds: list[int]) -> 
     return scores
 
 
+def plot(png: Path, work: Path) -> None:
+    """Validation RTD AUC by step: ELECTRA continued from MiniLM beside the from-scratch runs of STUDY.md
+    (4 layers × 128 on the book corpus at 1e14, batch 32 × 128 in all three)."""
+    import matplotlib  # optional: the report extra
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    curves = {"continued from all-MiniLM-L6-v2 (6 × 384), small-budget recipe, no warm start":
+              valid_curve(work / "electra", "valid_rtd_auc")}
+    scratch = [json.loads(x) for x in (docs / "rtd-plateau" / "hf-parity-1e14.jsonl").read_text().splitlines()]
+    curves["from scratch (4 × 128), paper recipe: the plateau"] = [(r["step"], r["run_rtd_auc"]) for r in scratch]
+    curves["from scratch (4 × 128), small-budget recipe (30% masked-LM warm start)"] = valid_curve(
+        docs / "study-books-cpu-small-budget" / "electra-small-budget-2stage.metrics.jsonl", "valid_rtd_auc")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, points in curves.items():
+        ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3, label=label)
+    ax.axhline(0.85, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("step (batch 32 × 128 tokens)")
+    ax.set_ylabel("validation RTD AUC")
+    ax.set_ylim(0.3, 1.0)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True)
@@ -120,7 +147,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000, help="steps of each pre-training run (the schedule's length)")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--plot", type=Path, help="draw the ELECTRA AUC curves into this PNG and stop")
     args = ap.parse_args()
+    if args.plot:
+        plot(args.plot, args.work)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
