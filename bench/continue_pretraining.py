@@ -86,10 +86,12 @@ def prepared(work: Path, name: str, text: Path, seq_len: int) -> Path:
     return corpus
 
 
-def pretrain(work: Path, name: str, corpus: Path, args, *extra: object) -> Path:
-    run = work / name
-    if not (run / "summary.json").exists() or json.loads((run / "summary.json").read_text())["step"] < args.steps:
-        sh("pretrain", "--init", minilm(), "--corpus", corpus, "--out", run, "--steps", args.steps,
+def pretrain(work: Path, name: str, corpus: Path, args, *extra: object, steps: int = 0) -> Path:
+    run, steps = work / name, steps or args.steps
+    summary = run / "summary.json"
+    if not summary.exists() or json.loads(summary.read_text())["stop_reason"] != "completed" \
+            and "budget" not in json.loads(summary.read_text())["stop_reason"]:
+        sh("pretrain", "--init", minilm(), "--corpus", corpus, "--out", run, "--steps", steps,
            "--budget", args.budget, "--batch-size", 32, "--train.eval_every", args.eval_every,
            "--train.eval_batches", 20, "--train.progress", "false", *extra)
     return run
@@ -147,6 +149,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000, help="steps of each pre-training run (the schedule's length)")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--finetune", default="", help="only these MODEL/TASK fine-tunes, e.g. minilm/sst2,mlm/sst2 "
+                    "(to split them over two processes)")
+    ap.add_argument("--tapt-steps", type=int, default=300, help="steps of each task-adaptive run")
     ap.add_argument("--plot", type=Path, help="draw the ELECTRA AUC curves into this PNG and stop")
     args = ap.parse_args()
     if args.plot:
@@ -170,7 +175,8 @@ def main() -> None:
     for task, stage in (("sst2", "tapt-sst2"), ("conll2003", "tapt-conll")):
         if stage in stages:
             tapt_corpus = prepared(args.work, task, task_text(args.work, task), 64)
-            run = pretrain(args.work, f"tapt-{task}", tapt_corpus, args, "--objective", "mlm")
+            run = pretrain(args.work, f"tapt-{task}", tapt_corpus, args, "--objective", "mlm",
+                           steps=args.tapt_steps)
             results[stage] = {"valid_mlm_loss": valid_curve(run, "valid_mlm_loss")}
     if "finetune" in stages:
         table = results.setdefault("finetune", {})
@@ -181,8 +187,14 @@ def main() -> None:
         for name, task in plan:
             if name != "minilm" and not (Path(models[name]) / "model.safetensors").exists():
                 continue
+            if args.finetune and f"{name}/{task}" not in args.finetune.split(","):
+                continue
             scores = finetune(args.work, models[name], name, task, seeds)
             table[f"{name}/{task}"] = {"scores": scores, "median": statistics.median(scores)}
+    merged = json.loads(results_path.read_text()) if results_path.exists() else {}  # another process's keys
+    merged.update({k: v for k, v in results.items() if k != "finetune"})
+    merged.setdefault("finetune", {}).update(results.get("finetune", {}))
+    results = merged
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     for key, value in results.get("finetune", {}).items():
         print(f"{key}: median {100 * value['median']:.2f} ({', '.join(f'{100 * s:.2f}' for s in value['scores'])})")
