@@ -195,6 +195,12 @@ def generator_fields(path: str, model: dict[str, Any], objective: dict[str, Any]
     if (theirs.embedding_size or theirs.hidden_size) != width:
         raise UserError(f"--init-generator {path}: its embedding size {theirs.embedding_size or theirs.hidden_size} "
                         f"differs from the discriminator's {width}; the two share their embeddings")
+    derived = EncoderConfig(hidden_size=theirs.hidden_size)  # what generator_config() derives from the width
+    for key in ("num_attention_heads", "intermediate_size"):
+        if getattr(derived, key) != getattr(theirs, key):
+            raise UserError(f"--init-generator {path}: its {key} is {getattr(theirs, key)}, but a generator "
+                            f"{theirs.hidden_size} wide gets {getattr(derived, key)} (hidden/64 heads, 4 × hidden FFN, "
+                            "as ELECTRA's generators)")
     return {"generator_size": theirs.hidden_size / model["hidden_size"],
             "generator_layers": theirs.num_hidden_layers / model["num_hidden_layers"]}
 

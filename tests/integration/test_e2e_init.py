@@ -229,3 +229,40 @@ def test_continuing_defaults(tmp_path):
     assert (mine.train.learning_rate, mine.train.warmup_steps, mine.objective.two_stage_fraction) == (3e-4, 5, 0.2)
     scratch = cfgmod.resolve_pretrain_config(None, {"size": "tiny"})
     assert scratch.train.learning_rate == 5e-4 and scratch.objective.two_stage_fraction == 0.3
+
+
+def test_init_generator_starts_the_generator_and_its_head(books, tmp_path):
+    import transformers
+    disc = hf_checkpoint(tmp_path / "disc", "ElectraForPreTraining")
+    gen = tmp_path / "gen"
+    torch.manual_seed(1)
+    config = tiny_hf_config("electra", vocab_size=len(VOCAB.read_text().split("\n")) - 1, hidden_size=16,
+                            num_attention_heads=1, intermediate_size=64)
+    transformers.ElectraForMaskedLM(config).save_pretrained(str(gen))
+    (gen / "vocab.txt").write_text(VOCAB.read_text())
+    corpus = prepare(books, disc, tmp_path / "corpus")
+    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(disc), "init_generator": str(gen), "corpus": str(corpus),
+                                                "out": str(tmp_path / "run")})
+    assert (cfg.objective.generator_size, cfg.objective.generator_layers) == (0.5, 1.0)  # 16 of 32 wide, 4 layers
+    setup = Setup(cfg)
+    model = setup.build_model()
+    apply_init(model, *setup.read_init())
+    model.eval()
+    ids, mask, types = batch(setup.tokenizer)
+    theirs = transformers.ElectraForMaskedLM.from_pretrained(str(gen)).eval()
+    with torch.no_grad():
+        hidden = model.generator(ids, mask, types)
+        out = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        torch.testing.assert_close(hidden, out.hidden_states[-1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.generator_head(hidden), out.logits, atol=1e-4, rtol=0)
+        d = transformers.ElectraModel.from_pretrained(str(disc)).eval()
+        torch.testing.assert_close(model.discriminator(ids, mask, types),
+                                   d(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state,
+                                   atol=1e-5, rtol=0)
+    bad = tmp_path / "bad-gen"
+    config = tiny_hf_config("electra", vocab_size=config.vocab_size, hidden_size=16, num_attention_heads=2,
+                            intermediate_size=64)
+    transformers.ElectraForMaskedLM(config).save_pretrained(str(bad))
+    with pytest.raises(Exception) as err:
+        cfgmod.resolve_pretrain_config(None, {"init": str(disc), "init_generator": str(bad)})
+    assert f"--init-generator {bad}: its num_attention_heads is 2, but a generator 16 wide gets 1" in str(err.value)
