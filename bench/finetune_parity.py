@@ -218,6 +218,23 @@ def table(rows: list[dict], variants: list[str]) -> str:
     return "\n".join(out)
 
 
+def paired(rows: list[dict], variants: list[str], base: str) -> str:
+    """Each variant minus `base`, per task: the mean difference over the seeds both ran (points)."""
+    tasks = [t for t in TASK_DATA if any(r["task"] == t for r in rows)]
+    score = {(r["task"], r["variant"], r["seed"]): 100 * r["main"] for r in rows}
+    out = [f"| variant − {base} | " + " | ".join(tasks) + " |", "| --- | " + " | ".join("---:" for _ in tasks) + " |"]
+    for v in variants:
+        if v == base:
+            continue
+        cells = []
+        for t in tasks:
+            diffs = [score[t, v, s] - score[t, base, s] for (tt, vv, s) in score if tt == t and vv == v
+                     and (t, base, s) in score]
+            cells.append(f"{statistics.mean(diffs):+.2f} (n={len(diffs)})" if diffs else "")
+        out.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="Hugging Face checkpoint dir (default: all-MiniLM-L6-v2)")
@@ -230,14 +247,20 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared machine)")
     ap.add_argument("--results", type=Path, default=Path("bench/results/finetune_parity.jsonl"))
+    ap.add_argument("--paired", help="with --table: also each variant minus this one, paired by seed")
     ap.add_argument("--table", action="store_true", help="print the table of what --results holds, run nothing")
     args = ap.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in ("electrolite", "transformers", *ABLATION)]
     if unknown:
         sys.exit(f"unknown variant(s) {', '.join(unknown)}; choose from electrolite, transformers, {', '.join(ABLATION)}")
-    if args.table:
-        print(table(read_results(args.results), variants))
+    if args.table:  # --results may name several files (comma-separated): the parity and the ablation runs
+        rows = [r for path in str(args.results).split(",") for r in read_results(Path(path))]
+        print(table(rows, variants))
+        if args.paired:
+            print("\n" + paired(rows, variants, args.paired))
+        machines = sorted({r["machine"] for r in rows if r["variant"] in variants})
+        print("\n" + "; ".join(machines))
         return
     args.model = args.model or minilm_dir()
     torch.set_num_threads(args.threads)
