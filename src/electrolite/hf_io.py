@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electrolite import config as cfgmod
+from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
 from electrolite.checkpoint import atomic_dir, check_new_dir
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
@@ -297,27 +298,23 @@ def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:
 
 
 def _plan(root: Path) -> list[ExportItem]:
-    if (root / "config.yaml").is_file():
-        data = cfgmod.load_yaml(root / "config.yaml")
-        if "finetune" not in data:
-            return _plan_pretrain_run(root, data)
-        from electrolite.tasks.model import load_task_model, task_dir_parts
+    art = expect(open_dir(root), (RunDir, TaskDir, HFDir), "export --format hf needs a pre-training run, a "
+                 "fine-tuned task dir or a Hugging Face checkpoint")
+    if isinstance(art, RunDir):
+        return _plan_pretrain_run(art.root, art.data)
+    if isinstance(art, TaskDir):
+        from electrolite.tasks.model import load_task_model, task_dir_parts  # tasks.model imports this module
         from electrolite.tokenizer import load_tokenizer
-        model, record = load_task_model(root, data)
-        config, _ = task_dir_parts(data)
+        model, record = load_task_model(art.root, art.data)
+        config, _ = task_dir_parts(art.data)
         arch = task_arch(config, record["family"], record["head"])
         return [ExportItem("", arch, config, model.state_dict(), load_tokenizer(str(root / "tokenizer.json")),
                            _task_extra(record))]
-    if (root / "config.json").is_file():
-        module, ckpt = load_hf_model(root)
-        a = ARCHITECTURES[ckpt.arch]
-        extra = _task_extra(task_record(ckpt, module)) if a.family else {}
-        return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
-                           load_hf_tokenizer(root), extra)]
-    from electrolite.tasks.model import refuse_seeds_parent
-    refuse_seeds_parent(root, "export")
-    raise UserError(f"{root} is neither an electrolite run or task dir (config.yaml) nor a Hugging Face "
-                    "checkpoint (config.json)")
+    module, ckpt = load_hf_model(root)
+    a = ARCHITECTURES[ckpt.arch]
+    extra = _task_extra(task_record(ckpt, module)) if a.family else {}
+    return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
+                       load_hf_tokenizer(root), extra)]
 
 
 def _require_transformers():

@@ -21,13 +21,13 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from electrolite import config as cfgmod
-from electrolite.config import EncoderConfig, PretrainConfig
+from electrolite.config import EncoderConfig
 from electrolite.errors import UserError, parse_json
 from electrolite.finetune import Forward, run_batches, score, torch_forward
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
-from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model, refuse_seeds_parent
+from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
+from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
 from electrolite.tasks.qa import QAExample, decode_qa
 from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
 from electrolite.textfiles import lone_surrogate
@@ -45,43 +45,32 @@ def _task_of(record: dict[str, Any]):
     return dataclasses.replace(task, max_length=record["max_length"])
 
 
-def _is_hf(root: Path) -> bool:
-    """A Hugging Face checkpoint dir: config.json and no electrolite config.yaml."""
-    return not (root / "config.yaml").exists() and (root / "config.json").is_file()
-
-
-def load_task(model_dir: str, runtime: str = "torch") -> tuple[TaskModel | Forward, dict[str, Any], Tokenizer]:
+def load_task(model_dir: str, runtime: str = "torch", action: str = "predict"
+              ) -> tuple[TaskModel | Forward, dict[str, Any], Tokenizer]:
     """(model, task record, tokenizer) of a fine-tuned task dir or Hugging Face task checkpoint.
 
     Args:
         runtime: "torch": the TaskModel in eval mode; "onnx": a dir written by ``export --format onnx``
             in onnxruntime (onnx_io.OnnxTaskModel).
     """
-    root = Path(model_dir)
     if runtime == "onnx":
-        from electrolite.onnx_io import load_onnx_task
-        return load_onnx_task(root)
-    if _is_hf(root):
-        from electrolite.hf_io import load_hf_task_model, load_hf_tokenizer
-        model, record = load_hf_task_model(root)
-        return model, record, load_hf_tokenizer(root)
-    if not root.is_dir():
-        raise UserError(f"{model_dir}: no such model directory")
-    if (root / "model.onnx").is_file() and not (root / "model.safetensors").exists():
-        raise UserError(f"{model_dir} is an ONNX export (model.onnx); only `predict --runtime onnx` runs it")
-    if not (root / "config.yaml").exists():
-        refuse_seeds_parent(root, "pass", model_dir)
-        raise UserError(f"{model_dir} is neither a fine-tuned task dir (config.yaml) nor a Hugging Face "
-                        "checkpoint (config.json)")
-    model, record = load_task_model(root)
-    return model, record, load_tokenizer(str(root / "tokenizer.json"))
+        from electrolite.onnx_io import load_onnx_task  # optional: the onnx extra
+        return load_onnx_task(model_dir)
+    art = expect(open_dir(model_dir), (TaskDir, HFDir), f"{action} needs a fine-tuned task dir or a Hugging Face "
+                 "task checkpoint")
+    if isinstance(art, HFDir):
+        from electrolite.hf_io import load_hf_task_model, load_hf_tokenizer  # optional: the hf extra
+        model, record = load_hf_task_model(art.root)
+        return model, record, load_hf_tokenizer(art.root)
+    model, record = load_task_model(art.root, art.data)
+    return model, record, load_tokenizer(str(art.root / "tokenizer.json"))
 
 
 def evaluate(model_dir: str, data: str | None, dev: str | None = None, task_name: str | None = None,
              device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Score a fine-tuned task dir (or Hugging Face task checkpoint) on evaluation data (its task's format)."""
     root = Path(model_dir)
-    model, record, tok = load_task(model_dir)
+    model, record, tok = load_task(model_dir, action="evaluate")
     if task_name and task_name != record["task"]:
         raise UserError(f"{model_dir} was fine-tuned for {record['task']}, not {task_name}")
     task = _task_of(record)
@@ -196,35 +185,18 @@ def _predict_chunk(forward: Forward, task, tok, pad, labels, fields, records) ->
             yield {"label": labels[best], "probabilities": {lab: round(float(p), 6) for lab, p in zip(labels, probs)}}
 
 
-def _load_run(run_dir: str) -> tuple[PretrainConfig, Any, Any]:
-    root = Path(run_dir)
-    path = root / "config.yaml"
-    if not root.is_dir():
-        raise UserError(f"{run_dir}: no such model directory")
-    if not path.exists():
-        for sub in ("discriminator", "generator"):
-            if (root / sub / "config.json").is_file():
-                raise UserError(f"{run_dir} holds an exported ELECTRA run: pass {root / 'discriminator'} to detect "
-                                f"and {root / 'generator'} to fill-mask")
-        raise UserError(f"{run_dir} is neither an electrolite pre-training run (config.yaml) nor a Hugging Face "
-                        "checkpoint (config.json)")
-    data = cfgmod.load_yaml(path)
-    if "finetune" in data:
-        raise UserError(f"{run_dir} is a fine-tuned task dir; detect and fill-mask need a pre-training run")
-    cfg = cfgmod.build(PretrainConfig, data)
-    return cfg, load_pretrain_objective(root, cfg), load_tokenizer(str(root / "tokenizer.json"))
-
-
 def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.Module, nn.Module, Tokenizer]:
     """(encoder config, encoder, head, tokenizer) that `command` (detect or fill-mask) runs.
 
     detect: the discriminator and its replaced-token head; fill-mask: the generator (ELECTRA) or
     the encoder (MLM) and its masked-LM head.
     """
-    root = Path(model_dir)
-    if _is_hf(root):
-        from electrolite.hf import ARCHITECTURES
+    art = expect(open_dir(model_dir), (RunDir, HFDir), f"{command} needs a pre-training run or a Hugging Face "
+                 "checkpoint")
+    if isinstance(art, HFDir):
+        from electrolite.hf import ARCHITECTURES  # optional: the hf extra
         from electrolite.hf_io import load_hf_model, load_hf_tokenizer
+        root = art.root
         module, ckpt = load_hf_model(root)
         part = "rtd_head" if command == "detect" else "mlm_head"
         if part not in ARCHITECTURES[ckpt.arch].parts:
@@ -233,7 +205,8 @@ def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.M
                     "BertForPreTraining, AlbertForMaskedLM or AlbertForPreTraining")
             raise UserError(f"{model_dir} is a {ckpt.arch} checkpoint; {command} needs {need}")
         return ckpt.config, module.encoder, getattr(module, part), load_hf_tokenizer(root)
-    cfg, model, tok = _load_run(model_dir)
+    cfg = art.config()
+    model, tok = load_pretrain_objective(art.root, cfg), load_tokenizer(str(art.root / "tokenizer.json"))
     if command == "detect":
         if cfg.objective.name != "electra":
             raise UserError(f"{model_dir} was pre-trained with {cfg.objective.name}; detect needs an ELECTRA run")

@@ -29,6 +29,7 @@ from torch import nn
 from tokenizers import Tokenizer
 
 from electrolite import config as cfgmod
+from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
 from electrolite.checkpoint import sha256
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
@@ -73,7 +74,7 @@ def read_init(path: str) -> InitSource:
     """Read what `--init PATH` names (see the module docstring)."""
     from electrolite.tasks.model import load_encoder, load_pretrain_objective
     root = Path(path)
-    loaded = load_encoder(path)  # one door: run, task dir or HF dir, with its tokenizer and family
+    loaded = load_encoder(path, "pretrain --init")  # run, task dir or HF dir, with its tokenizer and family
     heads: dict[str, dict[str, torch.Tensor]] = {}
     if loaded.source == "hf":
         from electrolite.hf_io import load_hf_model
@@ -89,21 +90,18 @@ def read_init(path: str) -> InitSource:
 
 
 def read_init_config(path: str) -> EncoderConfig:
-    """The encoder config of what `--init PATH` names, read without loading weights where possible."""
-    root = Path(path)
-    if (root / "config.yaml").is_file():
-        data = cfgmod.load_yaml(root / "config.yaml")
+    """The encoder config of what `--init PATH` names, read without loading weights."""
+    art = expect(open_dir(path), (RunDir, TaskDir, HFDir),
+                 "pretrain --init needs a pre-training run, a fine-tuned task dir or a Hugging Face checkpoint")
+    if isinstance(art, RunDir):
+        return art.config().model
+    if isinstance(art, TaskDir):
         try:
-            if "finetune" in data:
-                return cfgmod.build(EncoderConfig, data.get("encoder") or {}, "encoder")
-            return cfgmod.build(cfgmod.PretrainConfig, data).model
+            return cfgmod.build(EncoderConfig, art.data.get("encoder") or {}, "encoder")
         except UserError as e:
-            raise UserError(f"--init {path}: {e}") from None
-    if (root / "config.json").is_file():
-        from electrolite.hf_io import read_checkpoint
-        return read_checkpoint(root).config
-    raise UserError(f"--init {path} is neither an electrolite run or task dir (config.yaml) nor a Hugging Face "
-                    "checkpoint dir (config.json)")
+            raise UserError(f"{art.root / 'config.yaml'}: {e}") from None
+    from electrolite.hf_io import read_checkpoint  # optional: the hf extra
+    return read_checkpoint(art.root).config
 
 
 def _load(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: str) -> None:

@@ -32,7 +32,8 @@ from electrolite import config as cfgmod
 from electrolite.checkpoint import atomic_dir, check_new_dir
 from electrolite.errors import UserError
 from electrolite.finetune import INPUT_NAMES
-from electrolite.tasks.model import TaskModel, load_task_model, refuse_seeds_parent
+from electrolite.artifacts import OnnxDir, TaskDir, expect, open_dir
+from electrolite.tasks.model import TaskModel, load_task_model
 from electrolite.tokenizer import load_tokenizer
 
 OPSET = 18
@@ -68,20 +69,12 @@ def _example(batch: int, length: int, vocab_size: int, seed: int) -> tuple[torch
 
 def _refuse(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config.yaml, task record) of a task dir that can be exported; a one-line UserError for anything else."""
-    if not (root / "config.yaml").is_file():
-        refuse_seeds_parent(root, "export")
-        raise UserError(f"{root} is not a fine-tuned task dir (no config.yaml); export --format onnx takes "
-                        "what `electrolite finetune` writes")
-    data = cfgmod.load_yaml(root / "config.yaml")
-    if "finetune" not in data:
-        raise UserError(f"{root} is a pre-training run; only fine-tuned classification and tagging models "
-                        "export to ONNX")
+    data = expect(open_dir(root), (TaskDir,), "export --format onnx needs a fine-tuned classification or tagging "
+                  "task dir").data
     record = data["task_model"]
     if record["family"] not in FAMILIES:
         raise UserError(f"{root} is a {record['family']} model ({record['task']}); only classification and "
                         "tagging models export to ONNX")
-    if (root / "model.onnx").is_file() and not (root / "model.safetensors").exists():
-        raise UserError(f"{root} is already an ONNX export")
     return data, record
 
 
@@ -189,14 +182,8 @@ class OnnxTaskModel:
 
 def load_onnx_task(model_dir: str | os.PathLike) -> tuple[OnnxTaskModel, dict[str, Any], Tokenizer]:
     """(onnxruntime model, task record, tokenizer) of a directory written by ``export --format onnx``."""
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise UserError(f"{model_dir}: no such model directory")
-    if not (root / "model.onnx").is_file():
-        hint = (f"it is a task dir: predict without --runtime onnx, or export it with "
-                f"`electrolite export {root} OUT --format onnx`") if (root / "model.safetensors").is_file() else \
-            "write one with `electrolite export TASK_DIR OUT --format onnx`"
-        raise UserError(f"{model_dir} has no model.onnx; {hint}")
+    root = expect(open_dir(model_dir), (OnnxDir,), "--runtime onnx needs an ONNX export (`electrolite export "
+                  "TASK_DIR OUT --format onnx`); without --runtime onnx a task dir runs in torch").root
     for name in COPIED:
         if not (root / name).is_file():
             raise UserError(f"{root / name}: no such file (an ONNX export carries {' and '.join(COPIED)})")

@@ -176,8 +176,8 @@ def test_detect_and_fill_mask_on_exported_checkpoints_equal_the_run(electra, ele
         f"{out / 'generator'} is a ElectraForMaskedLM checkpoint; detect needs ElectraForPreTraining "
         "(an ELECTRA discriminator)")
     assert user_error(cli("detect", "--model", out, TEXT)) == (
-        f"{out} holds an exported ELECTRA run: pass {out / 'discriminator'} to detect and {out / 'generator'} "
-        "to fill-mask")
+        f"{out} is an exported ELECTRA run; detect needs a pre-training run or a Hugging Face checkpoint; pass "
+        f"{out / 'discriminator'} (ElectraForPreTraining) or {out / 'generator'} (ElectraForMaskedLM)")
     assert user_error(cli("predict", "--model", out / "discriminator", TEXT)) == (
         f"{out / 'discriminator'} is a ElectraForPreTraining checkpoint, not a fine-tuned task model "
         "({Electra,Bert,Albert}For{Sequence,Token}Classification or *ForQuestionAnswering)")
@@ -185,11 +185,10 @@ def test_detect_and_fill_mask_on_exported_checkpoints_equal_the_run(electra, ele
     empty.mkdir()
     for command in ("predict", "detect", "fill-mask"):
         assert user_error(cli(command, "--model", nowhere, MASKED)) == f"{nowhere}: no such model directory"
-    assert user_error(cli("evaluate", "--model", empty)) == (
-        f"{empty} is neither a fine-tuned task dir (config.yaml) nor a Hugging Face checkpoint (config.json)")
-    assert user_error(cli("fill-mask", "--model", empty, MASKED)) == (
-        f"{empty} is neither an electrolite pre-training run (config.yaml) nor a Hugging Face checkpoint "
-        "(config.json)")
+    for argv in (("evaluate", "--model", empty), ("fill-mask", "--model", empty, MASKED), ("export", empty, tmp_path / "x")):
+        assert user_error(cli(*argv)) == (  # one door, one message
+            f"{empty} is not a model directory: an electrolite run or task dir has config.yaml, a Hugging Face "
+            "checkpoint config.json")
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,7 @@ def test_export_refuses_qa_pretraining_runs_and_existing_out_and_writes_nothing(
     assert user_error(cli("export", squad, out, "--format", "onnx")) == (
         f"{squad} is a qa model (squad1); only classification and tagging models export to ONNX")
     assert user_error(cli("export", electra, out, "--format", "onnx")) == (
-        f"{electra} is a pre-training run; only fine-tuned classification and tagging models export to ONNX")
+        f"{electra} is a pre-training run; export --format onnx needs a fine-tuned classification or tagging task dir")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     task_dir, onnx_dir = exported("sst2")
     taken = tmp_path / "taken"
@@ -174,10 +174,11 @@ def test_export_refuses_qa_pretraining_runs_and_existing_out_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
     # each runtime names the directory the other one needs
     assert user_error(cli("predict", "--model", onnx_dir, "a fine film")) == (
-        f"{onnx_dir} is an ONNX export (model.onnx); only `predict --runtime onnx` runs it")
+        f"{onnx_dir} is an ONNX export (model.onnx); predict needs a fine-tuned task dir or a Hugging Face task "
+        "checkpoint; only `predict --runtime onnx` runs it")
     assert user_error(cli("predict", "--model", task_dir, "--runtime", "onnx", "a fine film")) == (
-        f"{task_dir} has no model.onnx; it is a task dir: predict without --runtime onnx, or export it with "
-        f"`electrolite export {task_dir} OUT --format onnx`")
+        f"{task_dir} is a fine-tuned task dir; --runtime onnx needs an ONNX export (`electrolite export TASK_DIR OUT "
+        "--format onnx`); without --runtime onnx a task dir runs in torch")
 
 
 def test_without_onnxruntime_both_commands_say_what_to_install(exported, monkeypatch, tmp_path):

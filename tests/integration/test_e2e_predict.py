@@ -149,7 +149,7 @@ def test_detect_gives_a_probability_per_token(electra, mlm, builtin):
     user_error(cli("detect", "--model", mlm, text), f"{mlm} was pre-trained with mlm; detect needs an ELECTRA run")
     task_dir, _, _ = builtin("sst2")
     user_error(cli("detect", "--model", task_dir, text),
-               f"{task_dir} is a fine-tuned task dir; detect and fill-mask need a pre-training run")
+               f"{task_dir} is a fine-tuned task dir; detect needs a pre-training run or a Hugging Face checkpoint")
 
 
 @pytest.mark.parametrize("run", ["electra", "mlm"])
@@ -170,9 +170,9 @@ def test_fill_mask_top_k(run, request, builtin):
     user_error(cli("fill-mask", "--model", model, "the old house"), "the text has no [MASK] token to fill")
     task_dir, _, _ = builtin("sst2")
     user_error(cli("fill-mask", "--model", task_dir, "the [MASK] house"),
-               f"{task_dir} is a fine-tuned task dir; detect and fill-mask need a pre-training run")
+               f"{task_dir} is a fine-tuned task dir; fill-mask needs a pre-training run or a Hugging Face checkpoint")
 
 
 def test_predict_needs_a_task_dir(electra):
     user_error(cli("predict", "--model", electra, "hello"),
-               f"{electra} is a pre-training run, not a fine-tuned task dir")
+               f"{electra} is a pre-training run; predict needs a fine-tuned task dir or a Hugging Face task checkpoint")

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electrolite import checkpoint, config as cfgmod
+from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
 from electrolite.config import EncoderConfig, PretrainConfig
 from electrolite.errors import UserError
 from electrolite.heads import QuestionAnsweringHead, SequenceClassificationHead, TokenClassificationHead
@@ -129,26 +130,17 @@ class LoadedEncoder:
     """The checkpoint's family, which picks the fine-tuning recipe: electra, bert or albert."""
 
 
-def load_encoder(path: str) -> LoadedEncoder:
-    """Read the encoder from a pre-training run, a task dir or a Hugging Face checkpoint dir."""
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"{path}: no such model directory")
-    cfg_path = root / "config.yaml"
-    if cfg_path.exists():
-        data = cfgmod.load_yaml(cfg_path)
-        if "finetune" in data:
-            return _load_task_dir_encoder(root, data)
-        try:
-            cfg = cfgmod.build(PretrainConfig, data)
-        except UserError as e:  # the message names the key; say which file holds it
-            raise UserError(f"{cfg_path}: {e}") from None
-        return _load_pretrain_encoder(root, cfg)
-    if (root / "config.json").exists():
-        from electrolite import hf  # optional: needs the hf extra
-        return hf.load_encoder(root)
-    raise UserError(f"{path} is neither an electrolite run or task dir (config.yaml) nor a Hugging Face "
-                    "checkpoint (config.json)")
+def load_encoder(path: str, action: str = "finetune") -> LoadedEncoder:
+    """Read the encoder from a pre-training run, a task dir or a Hugging Face checkpoint dir (`action`, e.g.
+    "finetune" or "pretrain --init", names the command in the error for anything else)."""
+    art = expect(open_dir(path), (RunDir, TaskDir, HFDir),
+                 f"{action} needs a pre-training run, a fine-tuned task dir or a Hugging Face checkpoint")
+    if isinstance(art, TaskDir):
+        return _load_task_dir_encoder(art.root, art.data)
+    if isinstance(art, RunDir):
+        return _load_pretrain_encoder(art.root, art.config())
+    from electrolite import hf  # optional: needs the hf extra
+    return hf.load_encoder(art.root)
 
 
 def load_pretrain_objective(root: Path, cfg: PretrainConfig) -> nn.Module:
@@ -206,12 +198,7 @@ def _load_task_dir_encoder(root: Path, data: dict[str, Any]) -> LoadedEncoder:
 def load_task_model(root: Path, data: dict[str, Any] | None = None) -> tuple[TaskModel, dict[str, Any]]:
     """A fine-tuned task dir's model (eval mode) and its task record (task, family, labels, head)."""
     if data is None:
-        cfg_path = root / "config.yaml"
-        if not cfg_path.exists():
-            raise UserError(f"{root} is not a fine-tuned task dir (no config.yaml)")
-        data = cfgmod.load_yaml(cfg_path)
-    if "finetune" not in data:
-        raise UserError(f"{root} is a pre-training run, not a fine-tuned task dir")
+        data = expect(open_dir(root), (TaskDir,), "this needs a fine-tuned task dir").data
     enc_cfg, record = task_dir_parts(data, root / "config.yaml")
     if not (root / "model.safetensors").is_file():  # before building a model of whatever size the file says
         raise UserError(f"{root / 'model.safetensors'}: no such weights file")
@@ -247,12 +234,3 @@ def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_leng
     if loaded.pooler and family in ("classification", "regression") and head == "pooler":
         model.head.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
     return model
-
-
-def refuse_seeds_parent(root: Path, action: str, shown: str | None = None) -> None:
-    """A one-line UserError when `root` is a ``finetune --seeds N`` output (seed-*/ task dirs, no config.yaml
-    of its own): `action` (e.g. "pass", "export") one of the seeds instead."""
-    seeds = sorted(p.name for p in root.glob("seed-*") if (p / "config.yaml").is_file())
-    if seeds:
-        raise UserError(f"{shown or root} holds several fine-tuned seeds ({', '.join(seeds)}); {action} one of them, "
-                        f"e.g. {root / seeds[0]}")
