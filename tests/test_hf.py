@@ -271,5 +271,5 @@ def test_export_never_overwrites_a_non_empty_out(tmp_path, tok):
 
 def test_export_of_a_multi_seed_task_dir_asks_for_one_seed(tmp_path, tok):
     write_task_dir(tmp_path / "task" / "seed-0", tok, "classification", "electra", ["a", "b"])
-    with pytest.raises(UserError, match="several fine-tuned seeds .*seed-0"):
+    with pytest.raises(UserError, match="is a multi-seed fine-tuning dir; .*pass one of its seeds, e.g. .*seed-0"):
         hf_io.export_hf(tmp_path / "task", tmp_path / "hf")
