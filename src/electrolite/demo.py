@@ -190,10 +190,10 @@ def _finetune_comparison(root: Path, text: Path) -> dict:
         auc = _final_auc(root / "run" / "metrics.jsonl")
         if auc is not None and auc >= 0.7:
             print(f"  The discriminator did learn to detect replacements (validation AUC {auc:.2f}), yet its weights\n"
-                  "  fine-tune worse than random ones on this task. 600 steps of a 2-layer model are too few here for\n"
-                  "  any objective we tried (masked LM too). On the book corpus at 1e14 FLOPs the same recipe fine-tuned\n"
-                  "  level with masked LM and above random weights over 4 tasks (STUDY.md); `electrolite demo --steps\n"
-                  "  5000` pre-trains longer.")
+                  "  fine-tune worse than random ones on this task. A 2-layer model pre-trained for minutes is too small\n"
+                  "  here for any objective we tried (masked LM too, and 2,000 steps too: STUDY.md, \"The demo\"). On the\n"
+                  "  book corpus at 1e14 FLOPs the same recipe fine-tuned level with masked LM and above random weights\n"
+                  "  over 4 tasks; started from a released checkpoint (`pretrain --init`) its discriminator learns at once.")
         else:
             print("  At this tiny budget the discriminator has not yet left ELECTRA's first phase (calling every\n"
                   "  token original), and its weights fine-tune worse than random ones. STUDY.md shows why: a fresh\n"
