@@ -208,7 +208,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     record = {"task": task.name, "family": task.family, "labels": labels,
-              "head": model.head.kind if task.family in ("classification", "regression") else loaded.head,
+              "head": getattr(model.head, "kind", loaded.head),  # tagging and QA heads have one layout
               "checkpoint_family": loaded.family,
               "recipe": {**recipe, "learning_rate": lr, "layerwise_lr_decay": decay},
               "text_fields": list(task.text_fields), "label_column": task.label_column, "max_length": task.max_length,
