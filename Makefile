@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/electrolite demo
 
-test: venv
+# The structure checks first (seconds): the import layers of docs/architecture.md, then ruff.
+lint: venv
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check src tests bench scripts
+
+test: lint
 	$(PY) -m pytest -q
 
 clean:

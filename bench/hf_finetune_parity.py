@@ -47,7 +47,7 @@ import torch
 
 from electrolite.config import FinetuneConfig
 from electrolite.finetune import bucket_batches, resolve_task, run as finetune_run
-from electrolite.hf_io import load_encoder
+from electrolite.interop.hf_io import load_encoder
 from electrolite.tasks.model import new_task_model
 
 DATA = os.environ.get("ELECTROLITE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from electrolite.dataset import EpochSampler
+from electrolite.data.dataset import EpochSampler
 from electrolite.objectives import ObjectiveOutput, make_inputs, prior_rtd_loss, rank_auc
-from electrolite.optim import param_groups
+from electrolite.training.optim import param_groups
 from electrolite.pretrain import Setup, evaluate, load_run_config
 
 

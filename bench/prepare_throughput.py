@@ -12,8 +12,8 @@ import shutil
 import tempfile
 import time
 
-from electrolite.corpus import iter_documents, prepare, split_sentences
-from electrolite.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from electrolite.data.corpus import iter_documents, prepare, split_sentences
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 DATA = os.environ.get("ELECTROLITE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 

@@ -27,7 +27,8 @@ import torch
 
 from electrolite.model import Encoder
 from electrolite.pretrain import Setup, load_run_config
-from electrolite.tasks.model import from_scratch, load_encoder
+from electrolite.interop.load import load_encoder
+from electrolite.tasks.model import from_scratch
 
 
 def layer_stats(states: list[torch.Tensor], ids: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> list[dict]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from electrolite.config import resolve_pretrain_config
-from electrolite.corpus import EpochSampler
+from electrolite.data.corpus import EpochSampler
 from electrolite.heads import RTDHead
 from electrolite.model import Encoder
 from electrolite.objectives import make_inputs, rank_auc

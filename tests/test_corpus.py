@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from electrolite.corpus import (
+from electrolite.data.corpus import (
     EpochSampler,
     PretrainingCorpus,
     builtin_corpus_text,
@@ -20,7 +20,7 @@ from electrolite.corpus import (
     write_builtin_corpus,
 )
 from electrolite.errors import UserError
-from electrolite.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
 
 WORDS = ["the", "quick", "brown", "fox", "jump", "##s", ".", "over", "lazy", "dog"]
 DOC_TOKENS = [f"d{i}" for i in range(1000)]  # one token per synthetic document: where each id came from

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from electrolite import distributed
+from electrolite.training import runtime as distributed
 from electrolite.cli import main
 from electrolite.config import from_name
-from electrolite.distributed import autocast, cpu_has_bf16_matmul, maybe_compile, missing_compiler, resolve_precision
+from electrolite.training.runtime import autocast, cpu_has_bf16_matmul, maybe_compile, missing_compiler, resolve_precision
 from electrolite.errors import UserError
 from electrolite.model import Encoder
 

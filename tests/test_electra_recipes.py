@@ -12,7 +12,7 @@ from electrolite.config import (DEFAULT_RECIPE, RECIPES, ObjectiveConfig, Pretra
                                 resolve_pretrain_config)
 from electrolite.errors import UserError
 from electrolite.objectives import Electra, prior_rtd_loss
-from electrolite.optim import adamw, electra_schedule, linear_schedule, lr_multiplier, param_groups, set_lr
+from electrolite.training.optim import adamw, electra_schedule, linear_schedule, lr_multiplier, param_groups, set_lr
 from electrolite.pretrain import PLATEAU_EVALS, plateau, train_step
 
 from batches import V, electra_inputs, tiny_electra

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from electrolite import checkpoint
+from electrolite.training import checkpoint
 from electrolite.config import ObjectiveConfig, PretrainConfig
 from electrolite.errors import UserError
 from electrolite.model import count_parameters

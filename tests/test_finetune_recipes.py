@@ -18,7 +18,8 @@ from electrolite import config as cfgmod, finetune
 from electrolite.config import CHECKPOINT_RECIPES, FINETUNE_RECIPES, FinetuneConfig
 from electrolite.errors import UserError
 from electrolite.finetune import run_one, shuffled_batches
-from electrolite.tasks.model import load_encoder, new_task_model
+from electrolite.interop.load import load_encoder
+from electrolite.tasks.model import new_task_model
 from tests.hf_cases import tiny_hf_config, write_run
 from tests.test_finetune import VOCAB, ft_config, loaded_encoder, sst2_data, sst2_task, tok  # noqa: F401 (fixture)
 

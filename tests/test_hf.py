@@ -16,10 +16,11 @@ import json
 import pytest
 import torch
 
-from electrolite import hf, hf_io
+from electrolite.interop import hf
+from electrolite.interop import hf_export, hf_io
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
-from electrolite.tokenizer import load_tokenizer, save_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer
 from hf_cases import (ATOL, VOCAB, assert_hidden_states_equal, assert_state_identical, assert_tokenizer_loads,
                       batch, hf_model, tiny_hf_config, write_run, write_task_dir)
 
@@ -118,7 +119,7 @@ def test_electra_run_exports_discriminator_and_generator(tmp_path, tok):
         "objective.name": "electra", "objective.sop": True, "objective.generator_size": 0.25,
         "model.embedding_size": 16})
     out = tmp_path / "hf"
-    lines = hf_io.export_hf(run, out)
+    lines = hf_export.export_hf(run, out)
     assert lines == [f"wrote {out / 'discriminator'} (ElectraForPreTraining)",
                      "note: sop_head not exported: ElectraForPreTraining has no sentence-order head",
                      f"wrote {out / 'generator'} (ElectraForMaskedLM)"]
@@ -163,7 +164,7 @@ def test_electra_run_exports_discriminator_and_generator(tmp_path, tok):
 def test_mlm_run_exports_bert_or_albert(tmp_path, tok, overrides, arch):
     run, model, cfg = write_run(tmp_path / "run", tok, {"objective.name": "mlm", **overrides})
     out = tmp_path / "hf"
-    assert hf_io.export_hf(run, out) == [f"wrote {out} ({arch})"]
+    assert hf_export.export_hf(run, out) == [f"wrote {out} ({arch})"]
     theirs_model = hf_model(out, arch)
     ids, mask, types = batch(tok)
     with torch.no_grad():
@@ -201,7 +202,7 @@ TASK_CASES = [
 def test_task_dir_exports_with_labels(tmp_path, tok, family, head, labels, model, arch):
     root, task_model = write_task_dir(tmp_path / "task", tok, family, head, labels, **model)
     out = tmp_path / "hf"
-    assert hf_io.export_hf(root, out) == [f"wrote {out} ({arch})"]
+    assert hf_export.export_hf(root, out) == [f"wrote {out} ({arch})"]
     theirs_model = hf_model(out, arch)
     if labels:
         assert theirs_model.config.id2label == dict(enumerate(labels))
@@ -252,7 +253,7 @@ def test_electra_on_shared_layers_is_an_error_naming_it(tmp_path, tok):
     run, _, _ = write_run(tmp_path / "run", tok, {"objective.name": "electra", "model.num_hidden_layers": 2,
                                                   "model.num_hidden_groups": 1})
     with pytest.raises(UserError, match="ELECTRA objective on a shared-layer encoder cannot be expressed"):
-        hf_io.export_hf(run, tmp_path / "hf")
+        hf_export.export_hf(run, tmp_path / "hf")
     assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf*"))
 
 
@@ -262,14 +263,14 @@ def test_export_never_overwrites_a_non_empty_out(tmp_path, tok):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="exists and is not empty"):
-        hf_io.export_hf(run, out)
+        hf_export.export_hf(run, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     (out / "keep.txt").unlink()  # an empty OUT is fine
-    hf_io.export_hf(run, out)
+    hf_export.export_hf(run, out)
     assert (out / "model.safetensors").is_file()
 
 
 def test_export_of_a_multi_seed_task_dir_asks_for_one_seed(tmp_path, tok):
     write_task_dir(tmp_path / "task" / "seed-0", tok, "classification", "electra", ["a", "b"])
     with pytest.raises(UserError, match="is a multi-seed fine-tuning dir; .*pass one of its seeds, e.g. .*seed-0"):
-        hf_io.export_hf(tmp_path / "task", tmp_path / "hf")
+        hf_export.export_hf(tmp_path / "task", tmp_path / "hf")

@@ -10,11 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from electrolite import hf, hf_io
+from electrolite.interop import hf
+from electrolite.interop import hf_export, hf_io
 from electrolite.errors import UserError
 from electrolite.tasks.model import from_scratch, new_task_model
 from electrolite.tasks.qa import snap_to_words
-from electrolite.tokenizer import load_tokenizer, save_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer
 from hf_cases import (ATOL, TEXTS, VOCAB, assert_hidden_states_equal, assert_state_identical, batch, perturb,
                       tiny_hf_config, write_task_dir)
 
@@ -79,7 +80,7 @@ def test_unknown_and_missing_keys_are_listed_by_name(bert_mlm_dir):
                                         "cls.predictions.transform.dense.weight$"):
         hf_io.load_hf_model(path)
     with pytest.raises(UserError, match="missing weights for BertForMaskedLM: bert.encoder.layer.1.output.dense.bias$"):
-        hf.load_encoder(path)
+        hf_io.load_encoder(path)
 
 
 def test_legacy_layernorm_names_and_a_prefixed_base_model_are_read(bert_mlm_dir, tmp_path):
@@ -99,7 +100,7 @@ def test_legacy_layernorm_names_and_a_prefixed_base_model_are_read(bert_mlm_dir,
     with pytest.raises(UserError, match="missing weights for BertModel: pooler.dense.bias, pooler.dense.weight$"):
         hf_io.load_hf_model(base)
     (base / "vocab.txt").write_text(VOCAB.read_text())
-    loaded = hf.load_encoder(base)  # the encoder alone needs no pooler
+    loaded = hf_io.load_encoder(base)  # the encoder alone needs no pooler
     assert_state_identical(hf.prefixed(modern.encoder, ""), loaded.state)
 
 
@@ -119,7 +120,7 @@ def test_albert_import_and_encoder_for_finetuning(tmp_path, tok):
     model.tie_weights()
     model.save_pretrained(str(tmp_path))
     (tmp_path / "vocab.txt").write_text(VOCAB.read_text())  # a tokenizer as vocab.txt only
-    loaded = hf.load_encoder(tmp_path)
+    loaded = hf_io.load_encoder(tmp_path)
     assert (loaded.source, loaded.head, loaded.config.num_hidden_groups, loaded.config.embedding_size) == (
         "hf", "pooler", 2, 16)
     task_model = new_task_model(loaded, "classification", 2, 32).eval()
@@ -143,7 +144,7 @@ def sst2_sentences(shared_data) -> list[str]:
 
 def test_minilm_imports_with_bertmodel_parity_on_sst2(minilm_dir, sst2_sentences, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = hf.load_encoder(minilm_dir)
+    loaded = hf_io.load_encoder(minilm_dir)
     assert (loaded.config.hidden_size, loaded.config.num_hidden_layers, loaded.head, loaded.source) == (
         384, 6, "pooler", "hf")
     # Our tokenizer gives the ids transformers' AutoTokenizer gives, and drops the file's padding/truncation.
@@ -165,7 +166,7 @@ def test_minilm_classifier_starts_from_the_pretrained_pooler_as_in_transformers(
                                                                                  monkeypatch):
     """finetune's first model equals BertForSequenceClassification.from_pretrained with the same classifier."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = hf.load_encoder(minilm_dir)
+    loaded = hf_io.load_encoder(minilm_dir)
     original = load_file(str(minilm_dir / "model.safetensors"))
     assert torch.equal(loaded.pooler["dense.weight"], original["pooler.dense.weight"])
     torch.manual_seed(0)
@@ -184,7 +185,7 @@ def test_minilm_classifier_starts_from_the_pretrained_pooler_as_in_transformers(
 def test_minilm_export_round_trip_keeps_every_tensor(minilm_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "minilm"
-    assert hf_io.export_hf(minilm_dir, out) == [f"wrote {out} (BertModel)"]
+    assert hf_export.export_hf(minilm_dir, out) == [f"wrote {out} (BertModel)"]
     original = load_file(str(minilm_dir / "model.safetensors"))
     exported = load_file(str(out / "model.safetensors"))
     assert sorted(exported) == sorted(k for k in original if k != "embeddings.position_ids")
@@ -206,7 +207,7 @@ def test_token_classification_pipeline_matches_predict(tmp_path, tok):
     from electrolite.tasks import CONLL2003_TAGS
     # Random weights tag almost every word, with every B-/I- pattern: the grouping is what is compared.
     root, _ = write_task_dir(tmp_path / "task", tok, "tagging", "electra", list(CONLL2003_TAGS))
-    hf_io.export_hf(root, tmp_path / "hf")
+    hf_export.export_hf(root, tmp_path / "hf")
     pipe = transformers.pipeline("token-classification", model=str(tmp_path / "hf"), aggregation_strategy="first",
                                  device="cpu")
     ours = list(predict(str(root), [{"text": t} for t in TAGGED_TEXTS]))
@@ -219,7 +220,7 @@ def test_token_classification_pipeline_matches_predict(tmp_path, tok):
 def test_text_classification_pipeline_matches_predict(tmp_path, tok):
     from electrolite.inference import predict
     root, _ = write_task_dir(tmp_path / "task", tok, "classification", "pooler", ["neg", "pos", "neutral"])
-    hf_io.export_hf(root, tmp_path / "hf")
+    hf_export.export_hf(root, tmp_path / "hf")
     pipe = transformers.pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
     ours = list(predict(str(root), [{"text": t} for t in TAGGED_TEXTS + TEXTS]))
     theirs = pipe(TAGGED_TEXTS + TEXTS)
@@ -232,7 +233,7 @@ def test_question_answering_export_gives_predicts_answers(tmp_path, tok):
     # logit over context tokens, at most 30 tokens) is compared with `predict`'s answers instead.
     from electrolite.inference import predict
     root, _ = write_task_dir(tmp_path / "task", tok, "qa", "pooler", [])
-    hf_io.export_hf(root, tmp_path / "hf")
+    hf_export.export_hf(root, tmp_path / "hf")
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "hf")).eval()
     context = ("the old man walked slowly along the river to the village . he was tired and the evening light "

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from electrolite.metrics import (
+from electrolite.tasks.metrics import (
     accuracy,
     accuracy_f1_metrics,
     correlation_metrics,

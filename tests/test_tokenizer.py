@@ -9,8 +9,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from electrolite.errors import UserError
-from electrolite.textfiles import iter_documents
-from electrolite.tokenizer import (
+from electrolite.data.textfiles import iter_documents
+from electrolite.data.tokenizer import (
     SpecialTokens,
     load_tokenizer,
     save_tokenizer,

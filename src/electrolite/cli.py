@@ -75,12 +75,14 @@ def _pretrain_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def pretrain_config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    from electrolite.initialize import pretrain_config  # imports torch: kept out of --help's path
+
     file_data = cfgmod.load_yaml(args.config) if args.config else None
-    return cfgmod.resolve_pretrain_config(file_data, _pretrain_overrides(args))
+    return pretrain_config(file_data, _pretrain_overrides(args))
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
-    from electrolite.tokenizer import save_tokenizer, train_tokenizer
+    from electrolite.data.tokenizer import save_tokenizer, train_tokenizer
     tok = train_tokenizer(args.files, args.vocab_size, kind=args.kind, lowercase=not args.cased,
                           min_frequency=args.min_frequency, errors=args.encoding_errors)
     save_tokenizer(tok, args.out)
@@ -88,7 +90,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenizer_extend(args: argparse.Namespace) -> None:
-    from electrolite.vocab import extend_tokenizer, write_extension
+    from electrolite.data.vocab import extend_tokenizer, write_extension
     tok, added = extend_tokenizer(args.tokenizer, args.corpus, args.add, args.min_count, args.encoding_errors)
     write_extension(tok, added, args.tokenizer, args.out)
     shown = ", ".join(f"{a['word']} ({len(a['pieces'])} pieces × {a['count']})" for a in added[:5])
@@ -96,7 +98,7 @@ def cmd_tokenizer_extend(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from electrolite.corpus import prepare
+    from electrolite.data.corpus import prepare
     meta = prepare(args.files, args.tokenizer, args.seq_len, args.out, seed=args.seed,
                    valid_fraction=args.valid_fraction, pack_documents=args.pack_documents,
                    encoding_errors=args.encoding_errors, workers=args.workers,
@@ -188,7 +190,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from electrolite.checkpoint import write_json
+    from electrolite.training.checkpoint import write_json
     from electrolite.inference import evaluate
     from pathlib import Path
     result = evaluate(args.model, args.data, args.dev, args.task)
@@ -253,9 +255,9 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "onnx":
-        from electrolite.onnx_io import export_onnx as export
+        from electrolite.interop.onnx import export_onnx as export
     else:
-        from electrolite.hf_io import export_hf as export
+        from electrolite.interop.hf_export import export_hf as export
     for line in export(args.src, args.out):
         print(line)
 
@@ -266,14 +268,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
-    from electrolite.study import load_study, run_study
+    from electrolite.studies.jobs import run_study
+    from electrolite.studies.study import load_study
     results = run_study(load_study(args.config), pathlib.Path(args.out), jobs=args.jobs)
     done = sum(r["complete"] for r in results["setups"])
     print(f"wrote {args.out}/results.json and results.md ({done}/{len(results['setups'])} setups complete)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from electrolite.report import write_report
+    from electrolite.studies.report import write_report
     path, pngs = write_report(args.dirs, args.out)
     print(f"wrote {path} ({len(pngs)} PNG plots)")
 

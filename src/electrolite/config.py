@@ -570,13 +570,74 @@ def size_objective_defaults(name: str) -> dict[str, Any]:
 CONTINUE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-4, "warmup_fraction": 0.06}
 
 
-def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
-                            overrides: dict[str, Any] | None = None) -> PretrainConfig:
+ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                       "embedding_size", "num_hidden_groups", "hidden_act", "max_position_embeddings",
+                       "type_vocab_size", "layer_norm_eps")
+
+
+def _model_from_init(theirs: EncoderConfig, path: str, size: str | None, model: dict[str, Any]) -> dict[str, Any]:
+    """The model section of a run that starts from `path`, whose encoder config is `theirs`.
+
+    Args:
+        size: the named size the user gave (None: none given).
+        model: the model fields the user gave (config file and flags).
+
+    Raises:
+        UserError: a given field or size contradicts the checkpoint, naming the field.
+    """
+    if size is not None:
+        named = from_name(size, vocab_size=theirs.vocab_size)
+        for key in ARCHITECTURE_FIELDS:
+            if key != "vocab_size" and getattr(named, key) != getattr(theirs, key):
+                raise UserError(f"size {size} contradicts --init {path}: its {key} is {getattr(named, key)!r}, "
+                                f"the checkpoint's {getattr(theirs, key)!r} (leave --size out: the checkpoint sets "
+                                "the architecture)")
+    resolved = to_dict(theirs)
+    for key, value in model.items():
+        if key not in resolved:
+            continue  # an unknown field: building the config names it
+        current = getattr(theirs, key)
+        mine = coerce(value, type(current), f"model.{key}")
+        if mine != current and key in ARCHITECTURE_FIELDS + ("pad_token_id",):
+            raise UserError(f"model.{key} {mine!r} contradicts --init {path}, whose {key} is "
+                            f"{current!r} (the checkpoint sets the architecture)")
+        resolved[key] = mine  # dropout and initializer_range may change
+    return resolved
+
+
+def _generator_fields(theirs: EncoderConfig | None, path: str, model: dict[str, Any], objective: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """objective.generator_size and generator_layers that make the generator the shape of `path`'s encoder
+    ({} without --init-generator). The generator shares the discriminator's embedding width."""
+    if theirs is None:
+        return {}
+    if objective.get("name", "electra") != "electra":
+        raise UserError("init_generator is for the electra objective (the masked LM has no generator)")
+    width = model.get("embedding_size") or model["hidden_size"]
+    if (theirs.embedding_size or theirs.hidden_size) != width:
+        raise UserError(f"--init-generator {path}: its embedding size {theirs.embedding_size or theirs.hidden_size} "
+                        f"differs from the discriminator's {width}; the two share their embeddings")
+    derived = EncoderConfig(hidden_size=theirs.hidden_size)  # what generator_config() derives from the width
+    for key in ("num_attention_heads", "intermediate_size"):
+        if getattr(derived, key) != getattr(theirs, key):
+            raise UserError(f"--init-generator {path}: its {key} is {getattr(theirs, key)}, but a generator "
+                            f"{theirs.hidden_size} wide gets {getattr(derived, key)} (hidden/64 heads, 4 × hidden FFN, "
+                            "as ELECTRA's generators)")
+    return {"generator_size": theirs.hidden_size / model["hidden_size"],
+            "generator_layers": theirs.num_hidden_layers / model["num_hidden_layers"]}
+
+
+def resolve_pretrain_config(file_data: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                            init_config: EncoderConfig | None = None, generator_config: EncoderConfig | None = None
+                            ) -> PretrainConfig:
     """Resolve a run's config: size table < config file < command-line overrides.
 
     Args:
         file_data: the mapping read from --config (same shape as RUN/config.yaml).
         overrides: dotted keys ("model.hidden_size", "train.steps", "size") from the command line.
+        init_config: the encoder config of the checkpoint ``init`` names, which sets the model
+            (``initialize.pretrain_config`` reads it); None: a run dir's stored config, whose model is explicit.
+        generator_config: likewise for ``init_generator``.
     """
     sections = ("model", "objective", "train")
     merged: dict[str, Any] = {name: {} for name in sections}
@@ -591,11 +652,10 @@ def resolve_pretrain_config(file_data: dict[str, Any] | None = None,
     size = coerce(merged.get("size", PretrainConfig.size), str, "size")  # str() of a YAML alias bomb never ends
     base_model = {k: v for k, v in _size_entry(size).items() if k not in _OBJECTIVE_SIZE_KEYS}
     init = coerce(merged.get("init", ""), str, "init")
-    if init:  # the checkpoint sets the architecture; a size or model field that contradicts it is an error
-        from electrolite.initialize import generator_fields, model_from_init
-        merged["model"] = model_from_init(init, size if "size" in merged else None, merged["model"])
-        merged["objective"] = {**generator_fields(merged.get("init_generator", ""), merged["model"],
-                                                  merged["objective"]), **merged["objective"]}
+    if init and init_config is not None:  # it sets the architecture; a size or model field that contradicts it is an error
+        merged["model"] = _model_from_init(init_config, init, size if "size" in merged else None, merged["model"])
+        merged["objective"] = {**_generator_fields(generator_config, str(merged.get("init_generator", "")),
+                                                   merged["model"], merged["objective"]), **merged["objective"]}
         merged["train"].setdefault("learning_rate", CONTINUE_DEFAULTS["learning_rate"])
         if merged["objective"].get("name", ObjectiveConfig.name) == "electra":  # the checkpoint knows language:
             merged["objective"].setdefault("two_stage_fraction", 0.0)  # no masked-LM warm start of it

@@ -36,9 +36,9 @@ DEMO_OVERRIDES = {
 
 def run_demo(out: str, steps: int | None = None) -> dict:
     """Run the demo into `out` (re-running reuses what is already there and resumes the run)."""
-    from electrolite.corpus import prepare, write_builtin_corpus
+    from electrolite.data.corpus import prepare, write_builtin_corpus
     from electrolite.pretrain import run
-    from electrolite.tokenizer import save_tokenizer, train_tokenizer
+    from electrolite.data.tokenizer import save_tokenizer, train_tokenizer
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def _report_pretraining(root: Path, summary: dict, initial: dict) -> None:
 def swapped_paragraphs(text: Path, n: int = 2, seed: int = 1) -> list[tuple[str, str, int, str]]:
     """n paragraphs of the corpus text (60-120 words, as long as what the model trained on), each with its middle
     word replaced by another word of the same paragraph: (changed text, original word, character offset, swap)."""
-    from electrolite.corpus import iter_documents
+    from electrolite.data.corpus import iter_documents
     rng = random.Random(seed)
     paragraphs = [" ".join(d.split()) for d in iter_documents(str(text)) if 60 <= len(d.split()) <= 120 and d.isascii()]
     rng.shuffle(paragraphs)
@@ -144,7 +144,7 @@ def topic_task(text: Path, out_dir: Path, word: str = "file", max_per_class: int
     The model must infer the topic from the words around it (path, open, read, directory ...),
     which is what pre-training can teach. Balanced classes; 70% train.csv, 30% dev.csv (text,label).
     """
-    from electrolite.corpus import iter_documents, split_sentences
+    from electrolite.data.corpus import iter_documents, split_sentences
     rng = random.Random(seed)
     pattern = re.compile(rf"\b{word}s?\b", re.IGNORECASE)
     sentences = [s for doc in iter_documents(str(text)) for s in split_sentences(doc)

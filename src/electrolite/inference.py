@@ -23,15 +23,16 @@ from torch import nn
 
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError, parse_json
-from electrolite.finetune import Forward, run_batches, score, torch_forward
+from electrolite.tasks.predict import Forward, run_batches, score, torch_forward
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import Example
 from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
-from electrolite.tasks.model import TaskModel, load_pretrain_objective, load_task_model
+from electrolite.interop.load import load_pretrain_objective, load_task_model
+from electrolite.tasks.model import TaskModel
 from electrolite.tasks.qa import QAExample, decode_qa
 from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
-from electrolite.textfiles import lone_surrogate
-from electrolite.tokenizer import load_tokenizer, special_tokens
+from electrolite.data.textfiles import lone_surrogate
+from electrolite.data.tokenizer import load_tokenizer, special_tokens
 
 PREDICT_BATCH = 64
 
@@ -54,12 +55,12 @@ def load_task(model_dir: str, runtime: str = "torch", action: str = "predict"
             in onnxruntime (onnx_io.OnnxTaskModel).
     """
     if runtime == "onnx":
-        from electrolite.onnx_io import load_onnx_task  # optional: the onnx extra
+        from electrolite.interop.onnx import load_onnx_task  # optional: the onnx extra
         return load_onnx_task(model_dir)
     art = expect(open_dir(model_dir), (TaskDir, HFDir), f"{action} needs a fine-tuned task dir or a Hugging Face "
                  "task checkpoint")
     if isinstance(art, HFDir):
-        from electrolite.hf_io import load_hf_task_model, load_hf_tokenizer  # optional: the hf extra
+        from electrolite.interop.hf_io import load_hf_task_model, load_hf_tokenizer  # optional: the hf extra
         model, record = load_hf_task_model(art.root)
         return model, record, load_hf_tokenizer(art.root)
     model, record = load_task_model(art.root, art.data)
@@ -194,8 +195,8 @@ def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.M
     art = expect(open_dir(model_dir), (RunDir, HFDir), f"{command} needs a pre-training run or a Hugging Face "
                  "checkpoint")
     if isinstance(art, HFDir):
-        from electrolite.hf import ARCHITECTURES  # optional: the hf extra
-        from electrolite.hf_io import load_hf_model, load_hf_tokenizer
+        from electrolite.interop.hf import ARCHITECTURES  # optional: the hf extra
+        from electrolite.interop.hf_io import load_hf_model, load_hf_tokenizer
         root = art.root
         module, ckpt = load_hf_model(root)
         part = "rtd_head" if command == "detect" else "mlm_head"

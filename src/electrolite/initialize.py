@@ -30,9 +30,12 @@ from tokenizers import Tokenizer
 
 from electrolite import config as cfgmod
 from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
-from electrolite.checkpoint import sha256
+from electrolite.training.checkpoint import sha256
 from electrolite.config import EncoderConfig
+from electrolite.data.vocab import grow_rows
 from electrolite.errors import UserError
+from electrolite.interop.hf_io import load_hf_model, read_checkpoint
+from electrolite.interop.load import load_encoder, load_pretrain_objective
 
 
 @dataclass
@@ -72,12 +75,10 @@ def _heads_of(module: nn.Module, names: dict[str, str]) -> dict[str, dict[str, t
 
 def read_init(path: str) -> InitSource:
     """Read what `--init PATH` names (see the module docstring)."""
-    from electrolite.tasks.model import load_encoder, load_pretrain_objective
     root = Path(path)
     loaded = load_encoder(path, "pretrain --init")  # run, task dir or HF dir, with its tokenizer and family
     heads: dict[str, dict[str, torch.Tensor]] = {}
     if loaded.source == "hf":
-        from electrolite.hf_io import load_hf_model
         module, _ = load_hf_model(root)
         heads = _heads_of(module, {"mlm_head": "mlm_head", "rtd_head": "rtd_head"})
     elif loaded.source == "pretrain-run":
@@ -100,7 +101,6 @@ def read_init_config(path: str) -> EncoderConfig:
             return cfgmod.build(EncoderConfig, art.data.get("encoder") or {}, "encoder")
         except UserError as e:
             raise UserError(f"{art.root / 'config.yaml'}: {e}") from None
-    from electrolite.hf_io import read_checkpoint  # optional: the hf extra
     return read_checkpoint(art.root).config
 
 
@@ -145,68 +145,21 @@ def _load_partial(module: nn.Module, state: dict[str, torch.Tensor], shared: boo
                         f"{', '.join(unexpected[:6]) or '-'})")
 
 
-ARCHITECTURE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                       "embedding_size", "num_hidden_groups", "hidden_act", "max_position_embeddings",
-                       "type_vocab_size", "layer_norm_eps")
-
-
-def model_from_init(path: str, size: str | None, model: dict[str, Any]) -> dict[str, Any]:
-    """The model section of a run that starts from `path`: its checkpoint's encoder config.
-
-    Args:
-        size: the named size the user gave (None: none given).
-        model: the model fields the user gave (config file and flags).
-
-    Raises:
-        UserError: a given field or size contradicts the checkpoint, naming the field.
-    """
-    theirs = read_init_config(path)
-    if size is not None:
-        named = cfgmod.from_name(size, vocab_size=theirs.vocab_size)
-        for key in ARCHITECTURE_FIELDS:
-            if key != "vocab_size" and getattr(named, key) != getattr(theirs, key):
-                raise UserError(f"size {size} contradicts --init {path}: its {key} is {getattr(named, key)!r}, "
-                                f"the checkpoint's {getattr(theirs, key)!r} (leave --size out: the checkpoint sets "
-                                "the architecture)")
-    resolved = cfgmod.to_dict(theirs)
-    for key, value in model.items():
-        if key not in resolved:
-            continue  # an unknown field: building the config names it
-        current = getattr(theirs, key)
-        mine = cfgmod.coerce(value, type(current), f"model.{key}")
-        if mine != current and key in ARCHITECTURE_FIELDS + ("pad_token_id",):
-            raise UserError(f"model.{key} {mine!r} contradicts --init {path}, whose {key} is "
-                            f"{current!r} (the checkpoint sets the architecture)")
-        resolved[key] = mine  # dropout and initializer_range may change
-    return resolved
-
-
-def generator_fields(path: str, model: dict[str, Any], objective: dict[str, Any]) -> dict[str, Any]:
-    """objective.generator_size and generator_layers that make the generator the shape of `path`'s encoder
-    ({} without --init-generator). The generator shares the discriminator's embedding width."""
-    if not path:
-        return {}
-    if objective.get("name", "electra") != "electra":
-        raise UserError("init_generator is for the electra objective (the masked LM has no generator)")
-    theirs = read_init_config(path)
-    width = model.get("embedding_size") or model["hidden_size"]
-    if (theirs.embedding_size or theirs.hidden_size) != width:
-        raise UserError(f"--init-generator {path}: its embedding size {theirs.embedding_size or theirs.hidden_size} "
-                        f"differs from the discriminator's {width}; the two share their embeddings")
-    derived = EncoderConfig(hidden_size=theirs.hidden_size)  # what generator_config() derives from the width
-    for key in ("num_attention_heads", "intermediate_size"):
-        if getattr(derived, key) != getattr(theirs, key):
-            raise UserError(f"--init-generator {path}: its {key} is {getattr(theirs, key)}, but a generator "
-                            f"{theirs.hidden_size} wide gets {getattr(derived, key)} (hidden/64 heads, 4 × hidden FFN, "
-                            "as ELECTRA's generators)")
-    return {"generator_size": theirs.hidden_size / model["hidden_size"],
-            "generator_layers": theirs.num_hidden_layers / model["num_hidden_layers"]}
+def pretrain_config(file_data: dict[str, Any] | None = None,
+                    overrides: dict[str, Any] | None = None) -> cfgmod.PretrainConfig:
+    """``config.resolve_pretrain_config`` for a user's config file and flags: when they set ``init`` (and
+    ``init_generator``), the checkpoints' encoder configs are read here (without weights) and set the model."""
+    def given(key: str) -> str:
+        value = (overrides or {}).get(key, (file_data or {}).get(key, ""))
+        return cfgmod.coerce(value, str, key) if value else ""
+    init, generator = given("init"), given("init_generator")
+    return cfgmod.resolve_pretrain_config(file_data, overrides, init_config=read_init_config(init) if init else None,
+                                          generator_config=read_init_config(generator) if generator else None)
 
 
 def grow_vocabulary(source: InitSource, pieces: dict[int, list[int]], rows: int) -> None:
     """Grow `source`'s word embeddings (and its MLM head's bias) to `rows` for an extended vocabulary: each
     new row starts as the mean of its word's pieces' rows (``vocab.grow_rows``)."""
-    from electrolite.vocab import grow_rows
     key = "embeddings.word_embeddings.weight"
     source.encoder[key] = grow_rows(source.encoder[key], pieces, rows)
     if "mlm_head" in source.heads:

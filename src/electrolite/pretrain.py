@@ -24,19 +24,21 @@ from typing import Any, Iterable
 
 import torch
 
-from electrolite import checkpoint, config as cfgmod, flops, sharding
+from electrolite import config as cfgmod, flops
+from electrolite.training import checkpoint
+from electrolite.training import sharding
 from electrolite.config import PretrainConfig
-from electrolite.dataset import EpochSampler, PretrainingCorpus
-from electrolite.distributed import (Dist, any_rank, autocast, broadcast, clip_gradients, gather, gradient_sync,
+from electrolite.data.dataset import EpochSampler, PretrainingCorpus
+from electrolite.training.runtime import (Dist, any_rank, autocast, broadcast, clip_gradients, gather, gradient_sync,
                                      init_distributed, maybe_compile, mean_over_ranks, resolve_device,
                                      resolve_precision, shutdown, to_device, wrap_data_parallel)
 from electrolite.errors import UserError
 from electrolite.model import Encoder
 from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
-from electrolite.optim import adamw, lr_multiplier, param_groups, set_lr
+from electrolite.training.optim import adamw, lr_multiplier, param_groups, set_lr
 from electrolite.initialize import InitSource, apply_init, grow_vocabulary, read_init
-from electrolite.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
-from electrolite.vocab import added_pieces
+from electrolite.data.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
+from electrolite.data.vocab import added_pieces
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
@@ -408,7 +410,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     step, elapsed, skipped = 0, 0.0, 0
     latest = checkpoint.latest_checkpoint(run_dir) if resuming else None
     if latest is not None:  # every rank reads the checkpoint (a file system all nodes share)
-        state, rng = checkpoint.load_checkpoint(latest, model, optimizer)
+        state, rng = sharding.load_checkpoint(latest, model, optimizer)
         step, elapsed = state["step"], state["elapsed_seconds"]
         sampler.load_state_dict(state["sampler"])
         restore_rng(rng, state, dist, device, mask_gen, t.seed + step)

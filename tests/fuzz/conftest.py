@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from electrolite.errors import UserError
-from electrolite.tokenizer import load_tokenizer
+from electrolite.data.tokenizer import load_tokenizer
 
 
 VOCAB = Path(__file__).parent.parent / "integration" / "data" / "gutenberg-wordpiece-2000.txt"

@@ -29,13 +29,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from electrolite.config import resolve_pretrain_config
-from electrolite.corpus import _ids_tokenizer
+from electrolite.data.corpus import _ids_tokenizer
 from electrolite.configio import load_yaml
 from electrolite.errors import UserError
 from electrolite.inference import read_inputs
-from electrolite.tasks.model import load_encoder
-from electrolite.textfiles import read_sentence_blocks
-from electrolite.tokenizer import _text_batches
+from electrolite.interop.load import load_encoder
+from electrolite.data.textfiles import read_sentence_blocks
+from electrolite.data.tokenizer import _text_batches
 
 
 

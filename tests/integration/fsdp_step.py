@@ -23,11 +23,12 @@ import torch
 from safetensors.torch import save_file
 
 from ddp_step import PER_ROW, fixed_batch
-from electrolite import checkpoint, sharding
+from electrolite.training import checkpoint
+from electrolite.training import sharding
 from electrolite.config import resolve_pretrain_config
-from electrolite.distributed import init_distributed, shutdown, wrap_data_parallel
+from electrolite.training.runtime import init_distributed, shutdown, wrap_data_parallel
 from electrolite.objectives import build_objective
-from electrolite.optim import adamw, param_groups
+from electrolite.training.optim import adamw, param_groups
 from electrolite.pretrain import train_step
 
 CASES = {"mlm": ({"objective.name": "mlm"}, 1, "fp32"),

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file
 
 from electrolite.config import PretrainConfig, iter_fields
-from electrolite.tokenizer import load_tokenizer, tokenizer_fingerprint
+from electrolite.data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 from .conftest import TINY, cli, cli_ok, read_metrics
 

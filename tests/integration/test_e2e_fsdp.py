@@ -24,9 +24,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from electrolite import checkpoint
+from electrolite.training import checkpoint
 from electrolite.objectives import build_objective
-from electrolite.optim import adamw, param_groups
+from electrolite.training.optim import adamw, param_groups
 from electrolite.pretrain import load_run_config
 
 from .conftest import TINY, cli, cli_ok, read_metrics, subprocess_env, user_error

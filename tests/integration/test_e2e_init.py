@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from electrolite import config as cfgmod
-from electrolite.initialize import apply_init
+from electrolite.initialize import apply_init, pretrain_config
 from electrolite.pretrain import Setup
 from tests.hf_cases import batch, tiny_hf_config
 
@@ -45,7 +45,7 @@ def prepare(books: Path, tokenizer: Path, out: Path, seq_len: int = 32) -> Path:
 
 
 def initialised(path: Path, corpus: Path, out: Path, objective: str):
-    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(path), "corpus": str(corpus), "out": str(out),
+    cfg = pretrain_config(None, {"init": str(path), "corpus": str(corpus), "out": str(out),
                                                 "objective.name": objective})
     setup = Setup(cfg)
     model = setup.build_model()
@@ -169,12 +169,12 @@ def test_a_size_or_field_that_contradicts_the_checkpoint_names_it(books, tmp_pat
 
 def test_dropout_may_change_and_a_matching_size_is_accepted(books, tmp_path):
     path = hf_checkpoint(tmp_path / "hf", "BertForMaskedLM")
-    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(path), "model.hidden_dropout_prob": 0.0})
+    cfg = pretrain_config(None, {"init": str(path), "model.hidden_dropout_prob": 0.0})
     assert cfg.model.hidden_dropout_prob == 0.0 and cfg.model.hidden_size == 32
 
 
 def test_an_extended_vocabulary_starts_new_rows_at_the_mean_of_their_pieces(books, tmp_path):
-    from electrolite.tokenizer import load_tokenizer
+    from electrolite.data.tokenizer import load_tokenizer
     path = hf_checkpoint(tmp_path / "hf", "BertForMaskedLM")
     ext = tmp_path / "extended"
     r = cli_ok("tokenizer", "extend", path, "--corpus", books, "--add", 20, "--min-count", 3, "--out", ext)
@@ -220,14 +220,14 @@ def other_vocab_dir(tmp_path: Path) -> Path:
 
 def test_continuing_defaults(tmp_path):
     path = hf_checkpoint(tmp_path / "hf", "ElectraForPreTraining")
-    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(path), "train.steps": 1000})
+    cfg = pretrain_config(None, {"init": str(path), "train.steps": 1000})
     assert (cfg.train.learning_rate, cfg.train.warmup_steps) == (1e-4, 60)  # Gururangan et al.'s TAPT values
     assert cfg.objective.two_stage_fraction == 0.0  # no masked-LM warm start of a trained discriminator
     assert cfg.objective.recipe == "small-budget" and cfg.objective.embedding_sharing == "gdes"
-    mine = cfgmod.resolve_pretrain_config(None, {"init": str(path), "train.learning_rate": 3e-4,
+    mine = pretrain_config(None, {"init": str(path), "train.learning_rate": 3e-4,
                                                  "train.warmup_steps": 5, "objective.two_stage_fraction": 0.2})
     assert (mine.train.learning_rate, mine.train.warmup_steps, mine.objective.two_stage_fraction) == (3e-4, 5, 0.2)
-    scratch = cfgmod.resolve_pretrain_config(None, {"size": "tiny"})
+    scratch = pretrain_config(None, {"size": "tiny"})
     assert scratch.train.learning_rate == 5e-4 and scratch.objective.two_stage_fraction == 0.3
 
 
@@ -241,7 +241,7 @@ def test_init_generator_starts_the_generator_and_its_head(books, tmp_path):
     transformers.ElectraForMaskedLM(config).save_pretrained(str(gen))
     (gen / "vocab.txt").write_text(VOCAB.read_text())
     corpus = prepare(books, disc, tmp_path / "corpus")
-    cfg = cfgmod.resolve_pretrain_config(None, {"init": str(disc), "init_generator": str(gen), "corpus": str(corpus),
+    cfg = pretrain_config(None, {"init": str(disc), "init_generator": str(gen), "corpus": str(corpus),
                                                 "out": str(tmp_path / "run")})
     assert (cfg.objective.generator_size, cfg.objective.generator_layers) == (0.5, 1.0)  # 16 of 32 wide, 4 layers
     setup = Setup(cfg)
@@ -264,5 +264,5 @@ def test_init_generator_starts_the_generator_and_its_head(books, tmp_path):
                             intermediate_size=64)
     transformers.ElectraForMaskedLM(config).save_pretrained(str(bad))
     with pytest.raises(Exception) as err:
-        cfgmod.resolve_pretrain_config(None, {"init": str(disc), "init_generator": str(bad)})
+        pretrain_config(None, {"init": str(disc), "init_generator": str(bad)})
     assert f"--init-generator {bad}: its num_attention_heads is 2, but a generator 16 wide gets 1" in str(err.value)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from electrolite.onnx_io import OnnxTaskModel
-from electrolite.tasks.model import load_task_model
-from electrolite.tokenizer import load_tokenizer, special_tokens
+from electrolite.interop.onnx import OnnxTaskModel
+from electrolite.interop.load import load_task_model
+from electrolite.data.tokenizer import load_tokenizer, special_tokens
 
 from .conftest import cli, cli_ok, glue_dev, out_rows, snapshot, user_error
 

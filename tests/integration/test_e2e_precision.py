@@ -26,8 +26,8 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from electrolite import distributed
-from electrolite.distributed import cpu_has_bf16_matmul
+from electrolite.training import runtime as distributed
+from electrolite.training.runtime import cpu_has_bf16_matmul
 from electrolite.model import Encoder
 
 from .conftest import TINY, cli_ok

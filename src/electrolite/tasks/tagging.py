@@ -21,9 +21,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.metrics import get_entities
+from electrolite.tasks.metrics import get_entities
 from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
-from electrolite.textfiles import lone_surrogate
+from electrolite.data.textfiles import lone_surrogate
 
 _TAG = re.compile(r"O|[BIES]-\S.*")
 _PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}

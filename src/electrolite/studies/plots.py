@@ -9,20 +9,43 @@ imported only here, when a report is drawn.
 - ``score_vs_flops``: average downstream score against pre-training FLOPs (the ELECTRA paper's
   Figure 1 view); ``scores_per_task``: the same per task, median with min–max error bars.
 
-Each writes its PNG and returns the ``Figure``, whose axes hold the numbers drawn (for tests).
+Each writes its PNG and returns the ``Figure``, whose axes hold the numbers drawn (for tests). ``Run`` and
+``StudyReport`` are what the figures draw; ``report.py`` reads them from run and study dirs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from electrolite.errors import UserError
 
-if TYPE_CHECKING:
-    from electrolite.report import Run, Study
+
+@dataclass
+class Run:
+    """A pre-training run: its metrics.jsonl lines (file order) split into training and validation."""
+
+    name: str  # unique in one report: the plot is curves-<name>.png
+    path: Path
+    train: list[dict[str, float]]  # lines with "loss"
+    valid: list[dict[str, float]]  # lines with "valid_loss"
+    objective: str = ""  # from config.yaml when it is there
+    size: str = ""
+
+
+@dataclass
+class StudyReport:
+    """A study dir: its checked results.json and the runs of its pretrained setups."""
+
+    name: str
+    path: Path
+    data: dict[str, Any]  # results.json, checked; every setup has "label", every score is None or median/min/max
+    runs: dict[str, Run] = field(default_factory=dict)  # setup name → run
+    missing: list[str] = field(default_factory=list)  # setup runs named in results.json that are not there (yet)
+
 
 DPI = 110
 FLOPS_LABEL = "pre-training FLOPs (ELECTRA paper convention)"
@@ -147,12 +170,12 @@ def _sci(v: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _setup_colors(studies: list[Study]) -> dict[str, str]:
+def _setup_colors(studies: list[StudyReport]) -> dict[str, str]:
     names = dict.fromkeys(s["name"] for study in studies for s in study.data["setups"] if s["pretrained"])
     return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
-def _score_axis(ax: Any, studies: list[Study], colors: dict[str, str], value: Any, errors: bool) -> None:
+def _score_axis(ax: Any, studies: list[StudyReport], colors: dict[str, str], value: Any, errors: bool) -> None:
     """Draws one score per setup: pretrained setups as markers at their FLOPs (joined across studies
     by setup name, in FLOPs order), setups without pre-training as dashed horizontal lines.
 
@@ -204,7 +227,7 @@ def _score_axis(ax: Any, studies: list[Study], colors: dict[str, str], value: An
         ax.legend(fontsize=7)
 
 
-def score_vs_flops(studies: list[Study], path: Path) -> Any:
+def score_vs_flops(studies: list[StudyReport], path: Path) -> Any:
     """Average downstream score (mean of the per-task medians) against pre-training FLOPs."""
     fig, (ax,) = _figure(7.0, 4.6)
     _score_axis(ax, studies, _setup_colors(studies), lambda s: s["average"], errors=False)
@@ -214,7 +237,7 @@ def score_vs_flops(studies: list[Study], path: Path) -> Any:
     return fig
 
 
-def scores_per_task(studies: list[Study], tasks: list[dict[str, str]], path: Path) -> Any:
+def scores_per_task(studies: list[StudyReport], tasks: list[dict[str, str]], path: Path) -> Any:
     """One subplot per task: median over seeds with min–max error bars against pre-training FLOPs."""
     cols = min(len(tasks), 3)
     rows = -(-len(tasks) // cols)

@@ -1,4 +1,5 @@
-"""`electrolite study --jobs N`: the study's pre-trainings and fine-tunes, N at a time.
+"""`electrolite study`: the study's pre-trainings and fine-tunes, one at a time (``run_study``) or, with
+``--jobs N``, N at a time (``run_parallel``).
 
 A small model does not keep every core busy, and on a CPU two one-thread processes get more done
 than one two-thread process (STUDY.md's 4-layer ELECTRA: about 1.4-1.6 steps/s in each of two such
@@ -29,14 +30,44 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from electrolite import pretrain
 from electrolite.errors import UserError
-from electrolite.study import (Study, finetune_label, finetune_one, pending_finetunes, pretrain_config,
-                               pretraining_finished, pretraining_label, pretraining_state, write_results,
-                               _read_json)
+from electrolite.studies.study import (Study, _read_json, check_study_dir, finetune_label, finetune_one,
+                                       pending_finetunes, pretrain_config, pretraining_finished, pretraining_label,
+                                       pretraining_state, write_results)
 
-__all__ = ["run_parallel"]
+__all__ = ["run_parallel", "run_study"]
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, Any]:
+    """Pre-train every setup, fine-tune every (setup, task, seed); returns results.json's content.
+
+    ``jobs`` > 1 runs that many pre-trainings or fine-tunes at once, each in its own process
+    (``run_parallel``); the study directory and its results are the same either way.
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    check_study_dir(study, out)
+    if jobs > 1:
+        return run_parallel(study, out, log, jobs)
+    runs: dict[str, dict[str, Any]] = {}
+    for setup, steps, per_step, done in pretraining_state(study, out):
+        if done is None:
+            log(f"study: {pretraining_label(setup, steps, per_step)}")
+            done = pretrain.run(pretrain_config(study, setup, out, steps))
+            if not pretraining_finished(done, study):  # a signal
+                log(f"study: pre-training {setup.name} {done['stop_reason']} at step {done['step']}; "
+                    f"re-run the same command to resume")
+                return write_results(study, out, runs)
+        runs[setup.name] = done
+    write_results(study, out, runs)
+    for setup, task, seed, task_dir in pending_finetunes(study, out):
+        log(f"study: {finetune_label(setup, task, seed)}")
+        finetune_one(study, setup, task, seed, out, task_dir)
+        write_results(study, out, runs)
+    return write_results(study, out, runs)
 
 
 def _unit_main(study: Study, out: Path, unit: tuple, threads: int, errors) -> None:
@@ -45,7 +76,6 @@ def _unit_main(study: Study, out: Path, unit: tuple, threads: int, errors) -> No
     torch.set_num_threads(threads)
     try:
         if unit[0] == "pretrain":
-            from electrolite import pretrain
             _, setup, steps, _ = unit
             pretrain.run(pretrain_config(study, setup, out, steps))  # checkpoints and returns on SIGTERM/SIGINT
         else:

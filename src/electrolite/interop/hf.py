@@ -17,7 +17,6 @@ projection, and read back from ALBERT only when the projection is the identity.
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from typing import Any
@@ -29,11 +28,12 @@ from electrolite import config as cfgmod
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
 from electrolite.heads import MLMHead, Pooler, RTDHead, SOPHead
-from electrolite.hf_tables import ARCHITECTURES, ENCODERS, HEADS, TIED, WRITTEN_AS, Arch
+from electrolite.interop.hf_tables import ARCHITECTURES, ENCODERS, HEADS, TIED, WRITTEN_AS, Arch
 from electrolite.model import Encoder
+from electrolite.tasks.model import TaskModel
 
-__all__ = ["ARCHITECTURES", "HF_DEFAULTS", "WRITTEN_AS", "Arch", "Pretrained", "build_model", "check_fits", "encoder_config_from_hf", "from_hf",
-           "hf_config", "load_encoder", "mlm_arch", "prefixed", "task_arch", "to_hf", "weight_map"]
+__all__ = ["ARCHITECTURES", "HF_DEFAULTS", "WRITTEN_AS", "Arch", "Pretrained", "build_model", "check_fits",
+           "encoder_config_from_hf", "from_hf", "hf_config", "mlm_arch", "prefixed", "task_arch", "to_hf", "weight_map"]
 
 
 def weight_map(arch: str) -> dict[str, str | None]:
@@ -292,7 +292,6 @@ class Pretrained(nn.Module):
 
 def build_model(arch: str, config: EncoderConfig, num_labels: int = 0, regression: bool = False) -> nn.Module:
     """The electrolite module whose state dict `arch`'s table maps to: Pretrained or TaskModel."""
-    from electrolite.tasks.model import TaskModel
     a = ARCHITECTURES[arch]
     if not a.family:
         return Pretrained(config, a.parts)
@@ -326,9 +325,3 @@ def check_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
     if wrong:
         raise UserError(f"{where}: weights whose shape does not fit config.json: " + ", ".join(
             f"{prefix}{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})" for k in wrong[:6]))
-
-
-def load_encoder(path: str | os.PathLike):
-    """The encoder of a Hugging Face checkpoint dir with its tokenizer (``hf_io.load_encoder``)."""
-    from electrolite import hf_io
-    return hf_io.load_encoder(path)

@@ -144,7 +144,7 @@ def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, paral
     if not info.enabled:
         return model
     if parallel == "fsdp":
-        from electrolite.sharding import shard
+        from electrolite.training.sharding import shard
         return shard(model, device, info.world_size)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,

@@ -29,12 +29,13 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electrolite import config as cfgmod
-from electrolite.checkpoint import atomic_dir, check_new_dir
+from electrolite.training.checkpoint import atomic_dir, check_new_dir
 from electrolite.errors import UserError
-from electrolite.finetune import INPUT_NAMES
+from electrolite.tasks.predict import INPUT_NAMES
 from electrolite.artifacts import OnnxDir, TaskDir, expect, open_dir
-from electrolite.tasks.model import TaskModel, load_task_model
-from electrolite.tokenizer import load_tokenizer
+from electrolite.interop.load import load_task_model
+from electrolite.tasks.model import TaskModel
+from electrolite.data.tokenizer import load_tokenizer
 
 OPSET = 18
 FAMILIES = ("classification", "regression", "tagging")
@@ -162,7 +163,7 @@ def _session(path: Path, providers: list[str] | None = None):
 
 
 class OnnxTaskModel:
-    """An exported model.onnx in an onnxruntime session; called like ``finetune.Forward``.
+    """An exported model.onnx in an onnxruntime session; called like ``tasks.predict.Forward``.
 
     Args:
         path: the model.onnx file.

@@ -23,7 +23,7 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from electrolite.errors import UserError
-from electrolite.textfiles import iter_documents
+from electrolite.data.textfiles import iter_documents
 
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 UNIGRAM_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
@@ -107,7 +107,7 @@ def train_tokenizer(files: list[str], vocab_size: int, kind: str = "wordpiece", 
     text) so that runs which agree on the pieces give the same tokenizer.json.
 
     Args:
-        files: .txt, .txt.gz or .jsonl files (see ``electrolite.textfiles``).
+        files: .txt, .txt.gz or .jsonl files (see ``electrolite.data.textfiles``).
         vocab_size: the vocabulary size, special tokens included.
         kind: ``"wordpiece"`` (BERT/ELECTRA) or ``"unigram"`` (SentencePiece, as in ALBERT).
         lowercase: lowercase the text (and, for WordPiece, strip accents).

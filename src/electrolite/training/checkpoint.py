@@ -353,15 +353,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Verify checksums (``verify_checkpoint``) and load weights (+ optimizer). Returns (state, rng tensors).
 
-    A model sharded by FSDP (``sharding.shard``) loads the same files, each rank its shards: a collective.
+    A model sharded by FSDP loads through ``sharding.load_checkpoint``, which calls this for any other.
     """
-    from electrolite import sharding  # imports this module
-
     state = verify_checkpoint(path)
-    if sharding.is_sharded(model):
-        sharding.load_full_state(model, optimizer, path / "model.safetensors", path / "optimizer.safetensors")
-    else:
-        load_weights(model, path / "model.safetensors")
-        if optimizer is not None:
-            _load_optimizer_tensors(model, optimizer, load_file(str(path / "optimizer.safetensors")))
+    load_weights(model, path / "model.safetensors")
+    if optimizer is not None:
+        _load_optimizer_tensors(model, optimizer, load_file(str(path / "optimizer.safetensors")))
     return state, load_file(str(path / "rng.safetensors"))

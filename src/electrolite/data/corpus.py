@@ -37,9 +37,9 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from electrolite.dataset import FORMAT, FORMAT_VERSION, EpochSampler, PretrainingCorpus  # reading; re-exported
+from electrolite.data.dataset import FORMAT, FORMAT_VERSION, EpochSampler, PretrainingCorpus  # reading; re-exported
 from electrolite.errors import UserError
-from electrolite.textfiles import (
+from electrolite.data.textfiles import (
     builtin_corpus_text,
     iter_documents,
     prefetch,
@@ -47,7 +47,7 @@ from electrolite.textfiles import (
     split_sentences,
     write_builtin_corpus,
 )
-from electrolite.tokenizer import (
+from electrolite.data.tokenizer import (
     SpecialTokens,
     load_tokenizer,
     special_tokens,

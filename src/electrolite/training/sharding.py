@@ -18,13 +18,15 @@ processes matches one process (tests/integration/test_e2e_fsdp.py); NCCL on CUDA
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from electrolite.checkpoint import StateDict
 from electrolite.errors import UserError
+from electrolite.training import checkpoint
+from electrolite.training.checkpoint import StateDict
 from electrolite.model import Layer
 
 
@@ -112,6 +114,17 @@ def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer
     full = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
     return {f"{name}::{key}": _own(torch.as_tensor(value))
             for name, state in full.get("state", {}).items() for key, value in state.items()}
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``checkpoint.load_checkpoint`` for a model that may be sharded by FSDP (``shard``): a sharded one
+    loads the same files, each rank its shards (a collective)."""
+    if not is_sharded(model):
+        return checkpoint.load_checkpoint(path, model, optimizer)
+    state = checkpoint.verify_checkpoint(path)
+    load_full_state(model, optimizer, path / "model.safetensors", path / "optimizer.safetensors")
+    return state, load_file(str(path / "rng.safetensors"))
 
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, weights: Path,

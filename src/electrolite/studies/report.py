@@ -18,13 +18,13 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from electrolite import plots
+from electrolite.studies import plots
+from electrolite.studies.plots import Run, StudyReport
 from electrolite.errors import UserError, parse_json, shown, shown_repr
 
 STUDY_FORMAT, STUDY_VERSION = "electrolite-study", 1
@@ -36,29 +36,6 @@ METRIC_KEYS = ("loss", "paper_flops", "valid_loss", "valid_mlm_accuracy", "valid
                "valid_sop_accuracy")
 VALID_SHOWN = (("valid_loss", "loss"), ("valid_mlm_accuracy", "MLM accuracy"), ("valid_rtd_auc", "RTD AUC"),
                ("valid_rtd_accuracy", "RTD accuracy"), ("valid_sop_accuracy", "SOP accuracy"))
-
-
-@dataclass
-class Run:
-    """A pre-training run: its metrics.jsonl lines (file order) split into training and validation."""
-
-    name: str  # unique in one report: the plot is curves-<name>.png
-    path: Path
-    train: list[dict[str, float]]  # lines with "loss"
-    valid: list[dict[str, float]]  # lines with "valid_loss"
-    objective: str = ""  # from config.yaml when it is there
-    size: str = ""
-
-
-@dataclass
-class Study:
-    """A study dir: its checked results.json and the runs of its pretrained setups."""
-
-    name: str
-    path: Path
-    data: dict[str, Any]  # results.json, checked; every setup has "label", every score is None or median/min/max
-    runs: dict[str, Run] = field(default_factory=dict)  # setup name → run
-    missing: list[str] = field(default_factory=list)  # setup runs named in results.json that are not there (yet)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -142,7 +119,7 @@ class _Checker:
         return value
 
 
-def read_study(path: Path) -> Study:
+def read_study(path: Path) -> StudyReport:
     """Reads and checks a study dir's results.json (format_version 1) and its setups' runs."""
     file = path / "results.json"
     data = parse_json(_read_text(file), str(file), document=True)
@@ -164,7 +141,7 @@ def read_study(path: Path) -> Study:
         if not isinstance(task, dict):
             raise UserError(f"{file}: tasks[{i}]: expected an object, got {shown_repr(task)}")
         task["label"] = c.get(task, "label", f"tasks[{i}]", "str", default=c.get(task, "name", f"tasks[{i}]", "str"))
-    study = Study(name, path, data)
+    study = StudyReport(name, path, data)
     for i, setup in enumerate(c.get(data, "setups", "", "list")):
         where = f"setups[{i}]"
         if not isinstance(setup, dict):
@@ -193,7 +170,7 @@ def read_study(path: Path) -> Study:
     return study
 
 
-def read_sources(dirs: list[str]) -> tuple[list[Run], list[Study]]:
+def read_sources(dirs: list[str]) -> tuple[list[Run], list[StudyReport]]:
     """Each DIR as a run or a study; a DIR that is neither is a one-line UserError."""
     runs, studies = [], []
     for d in dirs:
@@ -231,7 +208,7 @@ def format_score(entry: dict[str, float] | None) -> str:
     return DASH if entry is None else f"{entry['median']:.1f} ({entry['min']:.1f}–{entry['max']:.1f})"
 
 
-def study_table(study: Study) -> dict[str, Any]:
+def study_table(study: StudyReport) -> dict[str, Any]:
     """The study's table: header, one row of cells per setup, and the numbers behind them."""
     tasks = study.data["tasks"]
     header = ["Setup", "Params", "Steps", "Pre-train FLOPs", *(t["label"] for t in tasks), "Average"]
@@ -278,13 +255,13 @@ def _run_line(summary: dict[str, Any], plot: str) -> str:
             + "; ".join(parts) + f". [curves]({plot})")
 
 
-def markdown(runs: list[dict[str, Any]], tables: list[dict[str, Any]], studies: list[Study],
+def markdown(runs: list[dict[str, Any]], tables: list[dict[str, Any]], studies: list[StudyReport],
              figures: list[tuple[str, str]]) -> str:
     lines = ["# electrolite report", "", "Sources:", ""]
     lines += [f"- study **{s.name}**: `{s.path}`" for s in studies]
     lines += [f"- run **{r['name']}**: `{r['path']}`" for r in runs if not r["in_study"]]
     for table, study in zip(tables, studies):
-        lines += ["", f"## Study {table['name']}", ""]
+        lines += ["", f"## StudyReport {table['name']}", ""]
         about = [f"budget {table['budget']}" if table["budget"] else "",
                  f"{table['seeds']} seeds per task" if table["seeds"] else "",
                  "scores on a 0–100 scale: median over seeds (min–max); Average: mean of the task medians"]
@@ -324,7 +301,7 @@ def check_out(out: Path) -> None:
                         "(nothing was overwritten)")
 
 
-def _render(runs: list[Run], studies: list[Study], tmp: Path) -> list[str]:
+def _render(runs: list[Run], studies: list[StudyReport], tmp: Path) -> list[str]:
     """Draws every figure and writes report.md and report.json into `tmp`; returns the PNG names."""
     all_runs = [(run, False) for run in runs] + [(run, True) for study in studies for run in study.runs.values()]
     taken: set[str] = set()

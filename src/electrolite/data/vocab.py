@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from electrolite.corpus import iter_documents
+from electrolite.data.corpus import iter_documents
 from electrolite.errors import UserError
-from electrolite.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint
 
 
 def _wordpiece_vocab(tok: Tokenizer, where: str) -> dict[str, int]:

@@ -1,10 +1,8 @@
-"""Hugging Face checkpoint directories: reading them into electrolite, and exporting electrolite's.
+"""Reading Hugging Face checkpoint directories into electrolite (writing them: ``hf_export.py``).
 
 The key tables, config mapping and class choice live in ``hf.py``; this module touches disk.
-Import (``load_encoder``, ``load_hf_model``, ``load_hf_task_model``) reads config.json and
-model.safetensors (or pytorch_model.bin with ``weights_only``, or a sharded index) and needs only
-torch and safetensors. Export (``export_hf``) builds the ``transformers`` class, loads the converted
-weights strictly and saves it with ``save_pretrained``, so it needs the ``hf`` extra.
+``load_encoder``, ``load_hf_model`` and ``load_hf_task_model`` read config.json and model.safetensors
+(or pytorch_model.bin with ``weights_only``, or a sharded index) and need only torch and safetensors.
 """
 
 from __future__ import annotations
@@ -19,25 +17,18 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from electrolite import config as cfgmod
-from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
-from electrolite.checkpoint import atomic_dir, check_new_dir
 from electrolite.config import EncoderConfig
+from electrolite.data.tokenizer import load_tokenizer
 from electrolite.errors import UserError
-from electrolite.hf import (
+from electrolite.interop.hf import (
     ARCHITECTURES,
-    WRITTEN_AS,
     build_model,
     check_fits,
     encoder_config_from_hf,
     from_hf,
-    hf_config,
-    mlm_arch,
-    prefixed,
-    task_arch,
-    to_hf,
 )
 from electrolite.model import Encoder
+from electrolite.tasks.model import LoadedEncoder
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], arch: str, where: str) -> None:
@@ -126,7 +117,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def load_hf_tokenizer(root: Path) -> Tokenizer:
     """tokenizer.json or vocab.txt (tokenizer.load_tokenizer); else, with transformers, its fast tokenizer."""
-    from electrolite.tokenizer import load_tokenizer
     if (root / "tokenizer.json").is_file() or (root / "vocab.txt").is_file():
         tok = load_tokenizer(str(root))
     else:
@@ -181,7 +171,6 @@ def load_encoder(path: str | os.PathLike):
     checkpoint has is kept for that head to start from, as ``*ForSequenceClassification.from_pretrained``
     does; its classifier is fresh.
     """
-    from electrolite.tasks.model import LoadedEncoder
     ckpt = read_checkpoint(path)
     state, _ = from_hf(ckpt.state, ckpt.arch, ckpt.config, str(ckpt.root))
     encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
@@ -231,147 +220,3 @@ def load_hf_task_model(path: str | os.PathLike):
         raise UserError(f"{ckpt.root} is a {ckpt.arch} checkpoint, not a fine-tuned task model "
                         "({Electra,Bert,Albert}For{Sequence,Token}Classification or *ForQuestionAnswering)")
     return module, task_record(ckpt, module)
-
-
-# --- export -------------------------------------------------------------------------------------
-
-@dataclass
-class ExportItem:
-    """One Hugging Face checkpoint to write."""
-
-    subdir: str
-    arch: str
-    config: EncoderConfig
-    state: dict[str, torch.Tensor]
-    tokenizer: Tokenizer
-    extra: dict[str, Any]
-    """More config.json fields (id2label, label2id, problem_type, electrolite_task)."""
-    note: str = ""
-
-
-def _task_extra(record: dict[str, Any]) -> dict[str, Any]:
-    family, labels = record["family"], list(record.get("labels") or [])
-    extra: dict[str, Any] = {"electrolite_task": record}
-    if family == "regression":
-        extra.update(num_labels=1, problem_type="regression")
-    elif family in ("classification", "tagging"):
-        extra.update(id2label={i: str(lab) for i, lab in enumerate(labels)},
-                     label2id={str(lab): i for i, lab in enumerate(labels)})
-        if family == "classification":
-            extra["problem_type"] = "single_label_classification"
-    return extra
-
-
-def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:
-    from electrolite.config import PretrainConfig
-    from electrolite.tasks.model import load_pretrain_objective
-    from electrolite.tokenizer import load_tokenizer
-    cfg = cfgmod.build(PretrainConfig, data)
-    model = load_pretrain_objective(root, cfg)
-    tok = load_tokenizer(str(root / "tokenizer.json"))
-    if cfg.objective.name == "electra":
-        disc, gen = model.discriminator.config, model.generator.config
-        for name, c in (("discriminator", disc), ("generator", gen)):
-            if c.num_hidden_groups < c.num_hidden_layers:
-                raise UserError(f"{root}: the ELECTRA objective on a shared-layer encoder cannot be expressed in "
-                                f"transformers: the {name} has num_hidden_groups {c.num_hidden_groups} < "
-                                f"num_hidden_layers {c.num_hidden_layers}, and ElectraForPreTraining / "
-                                "ElectraForMaskedLM have one set of weights per layer")
-        if gen.hidden_act != "gelu":
-            raise UserError(f"{root}: the generator's MLM head uses hidden_act {gen.hidden_act}, which cannot be "
-                            "expressed: ElectraForMaskedLM's generator head always uses gelu")
-        note = ("sop_head not exported: ElectraForPreTraining has no sentence-order head"
-                if cfg.objective.sop else "")
-        return [
-            ExportItem("discriminator", "ElectraForPreTraining", disc,
-                       {**prefixed(model.discriminator, "encoder."), **prefixed(model.discriminator_head, "rtd_head.")},
-                       tok, {}, note),
-            ExportItem("generator", "ElectraForMaskedLM", gen,
-                       {**prefixed(model.generator, "encoder."), **prefixed(model.generator_head, "mlm_head.")},
-                       tok, {}),
-        ]
-    arch = mlm_arch(cfg.model, cfg.objective.sop)
-    state = {**prefixed(model.encoder, "encoder."), **prefixed(model.mlm_head, "mlm_head.")}
-    if cfg.objective.sop:
-        state.update(prefixed(model.sop_head, "sop_head."))
-    return [ExportItem("", arch, cfg.model, state, tok, {})]
-
-
-def _plan(root: Path) -> list[ExportItem]:
-    art = expect(open_dir(root), (RunDir, TaskDir, HFDir), "export --format hf needs a pre-training run, a "
-                 "fine-tuned task dir or a Hugging Face checkpoint")
-    if isinstance(art, RunDir):
-        return _plan_pretrain_run(art.root, art.data)
-    if isinstance(art, TaskDir):
-        from electrolite.tasks.model import load_task_model, task_dir_parts  # tasks.model imports this module
-        from electrolite.tokenizer import load_tokenizer
-        model, record = load_task_model(art.root, art.data)
-        config, _ = task_dir_parts(art.data)
-        arch = task_arch(config, record["family"], record["head"])
-        return [ExportItem("", arch, config, model.state_dict(), load_tokenizer(str(root / "tokenizer.json")),
-                           _task_extra(record))]
-    module, ckpt = load_hf_model(root)
-    a = ARCHITECTURES[ckpt.arch]
-    extra = _task_extra(task_record(ckpt, module)) if a.family else {}
-    return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
-                       load_hf_tokenizer(root), extra)]
-
-
-def _require_transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise UserError("export --format hf needs transformers: pip install 'electrolite[hf]'") from None
-    return transformers
-
-
-def write_checkpoint(item: ExportItem, out_dir: Path) -> None:
-    """Write one checkpoint with transformers: its class, the converted weights loaded strictly, save_pretrained."""
-    from electrolite.tokenizer import save_tokenizer
-    transformers = _require_transformers()
-    fields = hf_config(item.config, item.arch)
-    model_type = fields.pop("model_type")
-    hf_cfg = transformers.AutoConfig.for_model(model_type, **fields, **item.extra)
-    hf_cfg.architectures = [item.arch]
-    log = transformers.utils.logging
-    verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
-    log.set_verbosity_error()
-    log.disable_progress_bar()
-    try:
-        model = getattr(transformers, item.arch)(hf_cfg)
-        model.load_state_dict(to_hf(item.state, item.arch, item.config), strict=True)
-        model.save_pretrained(str(out_dir))
-    finally:
-        log.set_verbosity(verbosity)
-        if bars:
-            log.enable_progress_bar()
-    save_tokenizer(item.tokenizer, str(out_dir), model_max_length=item.config.max_position_embeddings)
-
-
-def export_hf(src: str | os.PathLike, out: str | os.PathLike) -> list[str]:
-    """Export a pre-training run, a fine-tuned task dir or a Hugging Face dir as Hugging Face checkpoint(s).
-
-    An ELECTRA run gives OUT/discriminator (ElectraForPreTraining) and OUT/generator
-    (ElectraForMaskedLM); anything else one checkpoint in OUT. Each has config.json,
-    model.safetensors and tokenizer files. OUT is written under a temporary name and renamed,
-    and an existing non-empty OUT is never touched.
-
-    Returns:
-        One line per checkpoint written (and notes on what was left out).
-    """
-    root, out = Path(src), Path(out)
-    if not root.is_dir():
-        raise UserError(f"{src}: no such directory")
-    check_new_dir(out)
-    _require_transformers()
-    items = _plan(root)
-    lines = []
-    with atomic_dir(out) as tmp:
-        for item in items:
-            target = tmp / item.subdir if item.subdir else tmp
-            target.mkdir(parents=True, exist_ok=True)
-            write_checkpoint(item, target)
-            lines.append(f"wrote {out / item.subdir if item.subdir else out} ({item.arch})")
-            if item.note:
-                lines.append(f"note: {item.note}")
-    return lines

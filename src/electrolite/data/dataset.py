@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from electrolite.errors import UserError
-from electrolite.tokenizer import SpecialTokens
+from electrolite.data.tokenizer import SpecialTokens
 
 FORMAT = "electrolite-corpus"
 FORMAT_VERSION = 1

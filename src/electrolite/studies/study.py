@@ -29,10 +29,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from electrolite import checkpoint
+from electrolite.training import checkpoint
 from electrolite import config as cfgmod
 from electrolite.configio import load_yaml, save_yaml
 from electrolite.errors import UserError, shown_repr
+from electrolite import initialize
 
 FORMAT_VERSION = 1
 _SETUP_KEYS = {"name", "label", "config", "from_scratch"}
@@ -215,7 +216,7 @@ def pretrain_config(study: Study, setup: Setup, out: Path, steps: int) -> cfgmod
     train.setdefault("eval_every", max(1, steps // 10))
     train.setdefault("save_every", max(1, steps // 5))
     train.setdefault("progress", False)
-    return cfgmod.resolve_pretrain_config(data)
+    return initialize.pretrain_config(data)  # a study's setup may start from a checkpoint (init)
 
 
 def steps_for_budget(study: Study, setup: Setup) -> tuple[int, float]:
@@ -266,38 +267,6 @@ def _dotted(data: dict[str, Any], key: str) -> object:
     for part in key.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
-
-
-def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, Any]:
-    """Pre-train every setup, fine-tune every (setup, task, seed); returns results.json's content.
-
-    ``jobs`` > 1 runs that many pre-trainings or fine-tunes at once, each in its own process
-    (``electrolite.study_jobs``); the study directory and its results are the same either way.
-    """
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}")
-    check_study_dir(study, out)
-    if jobs > 1:
-        from electrolite.study_jobs import run_parallel
-        return run_parallel(study, out, log, jobs)
-    from electrolite import pretrain
-
-    runs: dict[str, dict[str, Any]] = {}
-    for setup, steps, per_step, done in pretraining_state(study, out):
-        if done is None:
-            log(f"study: {pretraining_label(setup, steps, per_step)}")
-            done = pretrain.run(pretrain_config(study, setup, out, steps))
-            if not pretraining_finished(done, study):  # a signal
-                log(f"study: pre-training {setup.name} {done['stop_reason']} at step {done['step']}; "
-                    f"re-run the same command to resume")
-                return write_results(study, out, runs)
-        runs[setup.name] = done
-    write_results(study, out, runs)
-    for setup, task, seed, task_dir in pending_finetunes(study, out):
-        log(f"study: {finetune_label(setup, task, seed)}")
-        finetune_one(study, setup, task, seed, out, task_dir)
-        write_results(study, out, runs)
-    return write_results(study, out, runs)
 
 
 def pretraining_state(study: Study, out: Path):
@@ -444,7 +413,7 @@ def write_results(study: Study, out: Path, runs: dict[str, dict[str, Any]]) -> d
 
 def results_markdown(results: dict[str, Any], path: Path) -> str:
     """The results table as markdown (the same table `electrolite report` renders)."""
-    from electrolite import report
+    from electrolite.studies import report
     table = report.study_table(report.Study(results["name"], path, results))
     return "\n".join([f"# Study {results['name']}: budget {results['budget']['text']}, {results['seeds']} seeds", "",
                       *report.markdown_table(table["header"], [r["cells"] for r in table["rows"]]), "",
