@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from electrolite.config import FinetuneConfig
-from electrolite.finetune import resolve_task, run as finetune_run
+from electrolite.finetune import resolve_task
+from electrolite.finetune import run as finetune_run
 
 DATA = Path(os.environ.get("ELECTROLITE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TASK_DATA = {"sst2": "glue/SST-2", "mrpc": "glue/MRPC", "stsb": "glue/STS-B", "conll2003": "conll2003"}
@@ -113,9 +114,14 @@ def hf_encode(task, tok, examples, labels):
 
 
 def run_transformers(args, name: str, seed: int) -> dict:
-    from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer,
-                              DataCollatorForTokenClassification, DataCollatorWithPadding,
-                              get_linear_schedule_with_warmup)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        get_linear_schedule_with_warmup,
+    )
     started = time.perf_counter()
     task, data, train, dev = load_task(name, args.max_train)
     labels = list(data.labels or [])

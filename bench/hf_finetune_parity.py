@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from electrolite.config import FinetuneConfig
-from electrolite.finetune import bucket_batches, resolve_task, run as finetune_run
+from electrolite.finetune import bucket_batches, resolve_task
+from electrolite.finetune import run as finetune_run
 from electrolite.interop.hf_io import load_encoder
 from electrolite.tasks.model import new_task_model
 

@@ -37,8 +37,8 @@ import torch
 
 from electrolite.data.dataset import EpochSampler
 from electrolite.objectives import ObjectiveOutput, make_inputs, prior_rtd_loss, rank_auc
-from electrolite.training.optim import param_groups
 from electrolite.pretrain import Setup, evaluate, load_run_config
+from electrolite.training.optim import param_groups
 
 
 def electra_config(m, heads: int, intermediate: int):

@@ -40,6 +40,7 @@ def group_of(name: str) -> str:
 def profile(spec: dict, steps: int) -> tuple[float, dict[str, float]]:
     import torch
     from torch.profiler import profile as torch_profile
+
     from electrolite.config import resolve_pretrain_config
     rows = torch.from_numpy(__import__("numpy").load(spec["rows"]))
     objective, sop, _ = speed.PRETRAIN[spec["model"]]

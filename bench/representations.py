@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from electrolite.interop.load import load_encoder
 from electrolite.model import Encoder
 from electrolite.pretrain import Setup, load_run_config
-from electrolite.interop.load import load_encoder
 from electrolite.tasks.model import from_scratch
 
 

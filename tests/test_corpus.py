@@ -19,8 +19,8 @@ from electrolite.data.corpus import (
     split_sentences,
     write_builtin_corpus,
 )
-from electrolite.errors import UserError
 from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint, train_tokenizer
+from electrolite.errors import UserError
 
 WORDS = ["the", "quick", "brown", "fox", "jump", "##s", ".", "over", "lazy", "dog"]
 DOC_TOKENS = [f"d{i}" for i in range(1000)]  # one token per synthetic document: where each id came from

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from electrolite.training import runtime as distributed
 from electrolite.cli import main
 from electrolite.config import from_name
-from electrolite.training.runtime import autocast, cpu_has_bf16_matmul, maybe_compile, missing_compiler, resolve_precision
 from electrolite.errors import UserError
 from electrolite.model import Encoder
+from electrolite.training import runtime as distributed
+from electrolite.training.runtime import autocast, cpu_has_bf16_matmul, maybe_compile, missing_compiler, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU; nothing runs on it
 

@@ -7,15 +7,13 @@ import math
 
 import pytest
 import torch
+from batches import V, electra_inputs, tiny_electra
 
-from electrolite.config import (DEFAULT_RECIPE, RECIPES, ObjectiveConfig, PretrainConfig, build,
-                                resolve_pretrain_config)
+from electrolite.config import DEFAULT_RECIPE, RECIPES, ObjectiveConfig, PretrainConfig, build, resolve_pretrain_config
 from electrolite.errors import UserError
 from electrolite.objectives import Electra, prior_rtd_loss
+from electrolite.pretrain import PLATEAU_EVALS, objective_step, plateau
 from electrolite.training.optim import adamw, electra_schedule, linear_schedule, lr_multiplier, param_groups, set_lr
-from electrolite.pretrain import PLATEAU_EVALS, plateau, train_step
-
-from batches import V, electra_inputs, tiny_electra
 
 
 def electra(seed: int = 0, **objective) -> tuple[Electra, PretrainConfig]:
@@ -49,6 +47,7 @@ def test_new_runs_get_the_small_budget_recipe_and_paper_restores_the_paper():
 
 def test_shipped_paper_configs_and_finished_studies_name_the_paper_recipe():
     from pathlib import Path
+
     from electrolite.config import load_yaml
     configs = Path(__file__).resolve().parents[1] / "configs"
     for name in ("electra-small.yaml", "electra-base.yaml"):
@@ -165,7 +164,7 @@ def test_decoupled_training_clips_generator_and_discriminator_separately():
             return orig_step(closure)
         opt.step = capture
         torch.manual_seed(1)
-        _, norm, applied = train_step(model, opt, [inputs(cfg)], 1, torch.device("cpu"), "fp32", 0.5,
+        _, norm, applied = objective_step(model, opt, [inputs(cfg)], 1, torch.device("cpu"), "fp32", 0.5,
                                       objective=model)
         assert applied and float(norm) > 0.5
     assert grads[True]["gen"] == pytest.approx(0.5, rel=1e-4)  # each part at the norm on its own
@@ -206,7 +205,7 @@ def test_gdes_discriminator_embeddings_stay_generator_plus_residual():
         before_res = model.residual_embeddings()["word_embeddings.weight"].clone()
         before_gen = model.generator.embeddings.word_embeddings.weight.detach().clone()
         torch.manual_seed(step)
-        train_step(model, opt, [inputs(cfg, seed=step)], 1, torch.device("cpu"), "fp32", 1.0, objective=model)
+        objective_step(model, opt, [inputs(cfg, seed=step)], 1, torch.device("cpu"), "fp32", 1.0, objective=model)
         res = model.residual_embeddings()["word_embeddings.weight"]
         gen = model.generator.embeddings.word_embeddings.weight.detach()
         assert not torch.equal(gen, before_gen)  # the generator's masked LM moved its table ...
@@ -230,7 +229,7 @@ def test_second_stage_continues_from_the_first_stage_weights(sharing):
         model.set_step(step, 4)
         assert model.first_stage
         torch.manual_seed(step)
-        _, _, applied = train_step(model, opt, [inputs(cfg, seed=step)], 1, torch.device("cpu"), "fp32", 1.0,
+        _, _, applied = objective_step(model, opt, [inputs(cfg, seed=step)], 1, torch.device("cpu"), "fp32", 1.0,
                                    objective=model)
         assert applied
     stage1 = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
@@ -251,7 +250,7 @@ def test_second_stage_continues_from_the_first_stage_weights(sharing):
     else:
         assert model.generator.embeddings is model.discriminator.embeddings
     torch.manual_seed(2)
-    train_step(model, opt, [inputs(cfg, seed=2)], 1, torch.device("cpu"), "fp32", 1.0, objective=model)
+    objective_step(model, opt, [inputs(cfg, seed=2)], 1, torch.device("cpu"), "fp32", 1.0, objective=model)
     assert model(inputs(cfg)).rtd_loss is not None
     assert any(not torch.equal(p, gen_init[n]) for n, p in model.named_parameters() if id(p) in gen_own)
 

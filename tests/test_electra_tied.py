@@ -6,15 +6,13 @@ import dataclasses
 
 import pytest
 import torch
+from batches import electra_inputs, tiny_electra
 
-from electrolite.training import checkpoint
 from electrolite.config import ObjectiveConfig, PretrainConfig
 from electrolite.errors import UserError
 from electrolite.model import count_parameters
-from electrolite.objectives import Electra
-
-from electrolite.objectives import _masked_lm
-from batches import electra_inputs, tiny_electra
+from electrolite.objectives import Electra, _masked_lm
+from electrolite.training import checkpoint
 
 
 def tied_model(seed: int = 0) -> tuple[Electra, PretrainConfig]:

@@ -21,13 +21,13 @@ from safetensors.torch import load_file
 
 from electrolite import finetune
 from electrolite.config import FinetuneConfig, from_name
+from electrolite.data.tokenizer import load_tokenizer, special_tokens
 from electrolite.finetune import aggregate, bucket_batches, run_one
-from electrolite.tasks.predict import predict_features, to_tensors
 from electrolite.model import Encoder
-from electrolite.training.optim import linear_schedule
 from electrolite.tasks import Example, QAExample, Sentence, TaskData, get_task
 from electrolite.tasks.model import LoadedEncoder, TaskModel, layer_depths
-from electrolite.data.tokenizer import load_tokenizer, special_tokens
+from electrolite.tasks.predict import predict_features, to_tensors
+from electrolite.training.optim import linear_schedule
 
 VOCAB = Path(__file__).parent / "integration" / "data" / "gutenberg-wordpiece-2000.txt"
 WORDS = ("the garden was quiet and the old house stood by the river while a man walked slowly along "
@@ -203,16 +203,17 @@ def test_auto_precision_is_resolved_used_and_recorded(tok, tmp_path, monkeypatch
     config.yaml keeps auto."""
     import yaml
 
+    from electrolite.training import loop
     from electrolite.training import runtime as distributed
     monkeypatch.setattr(distributed, "cpu_has_bf16_matmul", lambda: native)
     used = []
-    real_autocast = finetune.autocast
+    real_autocast = loop.autocast  # the shared train step's
 
     def spy_autocast(device, precision):
         used.append(precision)
         return real_autocast(device, "fp32")  # computing in fp32 is enough: this checks the plumbing
 
-    monkeypatch.setattr(finetune, "autocast", spy_autocast)
+    monkeypatch.setattr(loop, "autocast", spy_autocast)
 
     def fake_score(task, model, examples, features, labels, pad_id, batch_size, device, precision):
         used.append(("score", precision))

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from electrolite import config as cfgmod, finetune
+from electrolite import config as cfgmod
+from electrolite import finetune
 from electrolite.config import CHECKPOINT_RECIPES, FINETUNE_RECIPES, FinetuneConfig
 from electrolite.errors import UserError
 from electrolite.finetune import run_one, shuffled_batches

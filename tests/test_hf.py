@@ -15,14 +15,23 @@ import json
 
 import pytest
 import torch
+from hf_cases import (
+    ATOL,
+    VOCAB,
+    assert_hidden_states_equal,
+    assert_state_identical,
+    assert_tokenizer_loads,
+    batch,
+    hf_model,
+    tiny_hf_config,
+    write_run,
+    write_task_dir,
+)
 
-from electrolite.interop import hf
-from electrolite.interop import hf_export, hf_io
 from electrolite.config import EncoderConfig
-from electrolite.errors import UserError
 from electrolite.data.tokenizer import load_tokenizer, save_tokenizer
-from hf_cases import (ATOL, VOCAB, assert_hidden_states_equal, assert_state_identical, assert_tokenizer_loads,
-                      batch, hf_model, tiny_hf_config, write_run, write_task_dir)
+from electrolite.errors import UserError
+from electrolite.interop import hf, hf_export, hf_io
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,16 +8,14 @@ import json
 
 import pytest
 import torch
+from hf_cases import ATOL, TEXTS, VOCAB, assert_hidden_states_equal, assert_state_identical, batch, perturb, tiny_hf_config, write_task_dir
 from safetensors.torch import load_file, save_file
 
-from electrolite.interop import hf
-from electrolite.interop import hf_export, hf_io
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer
 from electrolite.errors import UserError
+from electrolite.interop import hf, hf_export, hf_io
 from electrolite.tasks.model import from_scratch, new_task_model
 from electrolite.tasks.qa import snap_to_words
-from electrolite.data.tokenizer import load_tokenizer, save_tokenizer
-from hf_cases import (ATOL, TEXTS, VOCAB, assert_hidden_states_equal, assert_state_identical, batch, perturb,
-                      tiny_hf_config, write_task_dir)
 
 transformers = pytest.importorskip("transformers")
 

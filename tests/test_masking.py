@@ -9,9 +9,8 @@ from collections import Counter
 
 import pytest
 import torch
+from batches import CLS, MASK, PAD, SEP, SPECIALS, WORD_START, V, assert_whole_words, gen, make_batch, masker, real_candidates, runs
 
-from batches import (CLS, MASK, PAD, SEP, SPECIALS, V, WORD_START, assert_whole_words, gen, make_batch, masker,
-                     real_candidates, runs)
 from electrolite.config import ObjectiveConfig
 from electrolite.objectives import IGNORE, Masker, make_inputs, sop_swap
 

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from batches import V, gen, make_batch, masker
+
 from electrolite.config import ObjectiveConfig, PretrainConfig, from_name
 from electrolite.model import count_parameters
-from electrolite.objectives import (IGNORE, Electra, MaskedLM, _masked_lm, build_objective, make_inputs,
-                                   sample_from_logits)
-
+from electrolite.objectives import IGNORE, Electra, MaskedLM, _masked_lm, build_objective, make_inputs, sample_from_logits
 
 # --- ELECTRA ---------------------------------------------------------------------------------------
 

@@ -19,8 +19,7 @@ import pytest
 from integration import conftest as e2e
 from integration.conftest import TINY, cli, cli_ok, read_metrics, snapshot, user_error
 
-from electrolite.studies import plots
-from electrolite.studies import report
+from electrolite.studies import plots, report
 
 books = e2e.books  # the corpus fixtures of the end-to-end tests (a real book-corpus slice)
 fixed_corpus = e2e.fixed_corpus

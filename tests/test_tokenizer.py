@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError
 from electrolite.data.textfiles import iter_documents
 from electrolite.data.tokenizer import (
     SpecialTokens,
@@ -19,6 +18,7 @@ from electrolite.data.tokenizer import (
     train_tokenizer,
     word_start_mask,
 )
+from electrolite.errors import UserError
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "##ish", "fox", "jump",
          "##s", ".", ",", "un", "##believ", "##able"]

@@ -161,6 +161,7 @@ FINETUNE_SHORTCUTS = {
     "max-train-examples": ("max_train_examples", int),
     "parallel": ("parallel", str), "recipe": ("recipe", str), "layerwise-lr-decay": ("layerwise_lr_decay", float),
     "adam-epsilon": ("adam_epsilon", float), "batch-order": ("batch_order", str), "head": ("head", str),
+    "gradient-accumulation-steps": ("gradient_accumulation_steps", int),
 }
 
 
@@ -190,9 +191,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from electrolite.training.checkpoint import write_json
-    from electrolite.inference import evaluate
     from pathlib import Path
+
+    from electrolite.inference import evaluate
+    from electrolite.training.checkpoint import write_json
     result = evaluate(args.model, args.data, args.dev, args.task)
     for split, metrics in result["results"].items():
         print(f"{result['task']} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -374,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed (default 0)")
     p.add_argument("--seeds", type=int, help="fine-tune N times and report median and spread")
     p.add_argument("--batch-size", type=int, help="batch size (default 32)")
+    p.add_argument("--gradient-accumulation-steps", type=int,
+                   help="micro-batches of --batch-size per optimizer step (default 1)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: by width, as ELECTRA)")
     p.add_argument("--recipe", choices=["auto", "electra", "bert"],
                    help="auto (default): the checkpoint family's: electra for ELECTRA checkpoints and runs "

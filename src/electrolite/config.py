@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from electrolite.configio import (  # noqa: F401  (re-exported: callers use config.build, config.load_yaml ...)
-    _undot, build, coerce, field_docs, iter_fields, load_yaml, save_yaml, to_dict,
+    _undot,
+    build,
+    coerce,
+    field_docs,
+    iter_fields,
+    load_yaml,
+    save_yaml,
+    to_dict,
 )
 from electrolite.errors import UserError, shown_repr
 
@@ -390,6 +397,7 @@ FINETUNE_RECIPES: dict[str, dict[str, Any]] = {
     "bert": dict(layerwise_lr_decay=1.0, adam_epsilon=1e-6, batch_order="bucketed"),
 }
 CHECKPOINT_RECIPES = {"electra": "electra", "bert": "bert", "albert": "bert"}
+CHECKPOINT_HEADS = {"electra": "electra", "bert": "pooler", "albert": "pooler"}  # the classification head each suits
 """The recipe `recipe: auto` picks for each checkpoint family."""
 
 
@@ -442,6 +450,11 @@ class FinetuneConfig:
     checkpoint family's (electra for ELECTRA, pooler for BERT and ALBERT)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches of batch_size summed into one optimizer step (the step's batch is their total)."""
+    max_nonfinite_steps: int = 10
+    """Stop with an error after this many steps in a row with a non-finite loss or gradient (each is skipped
+    and counted in eval_results.json); the best epoch so far stays written. 0: never stop."""
     max_length: int = 0
     """Longest input in tokens; 0 takes the task's default (128; QA 384)."""
     seed: int = 0
@@ -468,9 +481,11 @@ class FinetuneConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seeds"):
+        for name in ("batch_size", "seeds", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"finetune {name} must be at least 1, got {getattr(self, name)}")
+        if self.max_nonfinite_steps < 0:
+            raise UserError(f"finetune max_nonfinite_steps must be at least 0 (0: never stop), got {self.max_nonfinite_steps}")
         if self.epochs < 0 or self.max_length < 0 or self.max_train_examples < 0:
             raise UserError("finetune epochs, max_length and max_train_examples must not be negative")
         if self.precision not in ("auto", "fp32", "bf16"):

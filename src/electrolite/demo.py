@@ -37,8 +37,8 @@ DEMO_OVERRIDES = {
 def run_demo(out: str, steps: int | None = None) -> dict:
     """Run the demo into `out` (re-running reuses what is already there and resumes the run)."""
     from electrolite.data.corpus import prepare, write_builtin_corpus
-    from electrolite.pretrain import run
     from electrolite.data.tokenizer import save_tokenizer, train_tokenizer
+    from electrolite.pretrain import run
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -29,17 +29,25 @@ import torch
 from tqdm.auto import tqdm
 
 from electrolite import config as cfgmod
-from electrolite.training import checkpoint
-from electrolite.training import sharding
 from electrolite.config import FinetuneConfig
-from electrolite.training.runtime import (Dist, autocast, broadcast, clip_gradients, init_distributed, maybe_compile,
-                                     resolve_device, resolve_precision, shutdown, wrap_data_parallel)
 from electrolite.errors import UserError
-from electrolite.training.optim import adamw, linear_schedule, param_groups, set_lr
-from electrolite.tasks import Task, TaskData, get_task
 from electrolite.interop.load import load_encoder
+from electrolite.tasks import Task, TaskData, get_task
 from electrolite.tasks.model import from_scratch, layer_depths, new_task_model
 from electrolite.tasks.predict import score, to_tensors
+from electrolite.training import checkpoint, sharding
+from electrolite.training.loop import TrainState, train_step
+from electrolite.training.optim import adamw, linear_schedule, param_groups, set_lr
+from electrolite.training.runtime import (
+    Dist,
+    broadcast,
+    init_distributed,
+    maybe_compile,
+    resolve_device,
+    resolve_precision,
+    shutdown,
+    wrap_data_parallel,
+)
 
 
 def resolve_task(cfg: FinetuneConfig) -> Task:
@@ -116,10 +124,12 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     groups = param_groups(model, cfg.weight_decay, lr, {n: decay ** (top - d) for n, d in depths.items()})
     optimizer = adamw(groups, lr, (0.9, 0.999), recipe["adam_epsilon"], device)
     epochs = cfg.epochs or task.epochs
-    per_epoch = math.ceil(len(train_features) / cfg.batch_size) // dist.world_size  # optimizer steps per epoch
+    accumulation = cfg.gradient_accumulation_steps
+    # optimizer steps per epoch: each takes `accumulation` micro-batches on every rank
+    per_epoch = math.ceil(len(train_features) / cfg.batch_size) // (dist.world_size * accumulation)
     if per_epoch == 0:
         raise UserError(f"{cfg.task}: {len(train_features)} training examples are too few for batches of "
-                        f"{cfg.batch_size} on {dist.world_size} processes")
+                        f"{cfg.batch_size} × {accumulation} accumulated on {dist.world_size} processes")
     total = epochs * per_epoch
     warmup = int(cfg.warmup_fraction * total)
     if dist.is_main:
@@ -138,8 +148,13 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     metrics_file = open(out / "metrics.jsonl" if dist.is_main else os.devnull, "w", encoding="utf-8")
     main_split = next(iter(evals))
     best: dict[str, Any] = {}
-    step = 0
+    state = TrainState()
     started = time.perf_counter()
+
+    def compute(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = trained(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
+        return loss, {"loss": loss.item()}
+
     # --- loop ----------------------------------------------------------------------------------
     bar = tqdm(total=total, disable=not (cfg.progress and dist.is_main), desc=f"{task.name} seed {cfg.seed} {precision}",
                unit="step")
@@ -149,20 +164,26 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
             batches = bucket_batches(train_features.lengths, cfg.batch_size, rng)
         else:
             batches = shuffled_batches(len(train_features), cfg.batch_size, rng)
-        for idx in batches[dist.rank:per_epoch * dist.world_size:dist.world_size]:
-            set_lr(optimizer, lr, linear_schedule(step, warmup, total))
-            with autocast(device, precision):
-                loss = trained(to_tensors(train_features.batch(idx, pad_id), device))["loss"]
-            loss.backward()
-            clip_gradients(model, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+        mine = batches[dist.rank:per_epoch * dist.world_size * accumulation:dist.world_size]  # this rank's
+        for first in range(0, per_epoch * accumulation, accumulation):
+            set_lr(optimizer, lr, linear_schedule(state.step, warmup, total))
+            tick = time.perf_counter()
+            result = train_step(trained, optimizer, mine[first:first + accumulation], compute, accumulation, device,
+                                precision, cfg.max_grad_norm, dist)
+            state.count(result, time.perf_counter() - tick)
             bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                metrics_file.write(json.dumps({"step": step, "epoch": epoch, "loss": round(loss.item(), 6),
-                                               "lr": optimizer.param_groups[0]["lr"]}) + "\n")
+            if state.diverged(cfg.max_nonfinite_steps):
+                raise UserError(f"{out}: stopped: {state.nonfinite} non-finite steps in a row at step {state.step} "
+                                f"(loss {result.metrics['loss']:g}); the best epoch so far is in model.safetensors"
+                                if best else f"{out}: stopped: {state.nonfinite} non-finite steps in a row at step "
+                                f"{state.step} (loss {result.metrics['loss']:g}), before any epoch ended",
+                                every_rank=dist.enabled)
+            if state.step % 20 == 0:
+                loss = result.metrics["loss"]
+                bar.set_postfix(loss=f"{loss:.4f}")
+                metrics_file.write(json.dumps({"step": state.step, "epoch": epoch, "loss": round(loss, 6),
+                                               "lr": optimizer.param_groups[0]["lr"],
+                                               "skipped_steps": state.skipped}) + "\n")
         # --- evaluate, keep the best ---------------------------------------------------------------
         if not (dist.is_main or sharded):
             continue
@@ -170,7 +191,7 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
         for split, (examples, features) in evals.items():
             results[split], predictions[split] = score(task, model, examples, features, labels, pad_id,
                                                        cfg.batch_size * 2, device, precision)
-        metrics_file.write(json.dumps({"step": step, "epoch": epoch, **{
+        metrics_file.write(json.dumps({"step": state.step, "epoch": epoch, **{
             f"{s}_{k}": round(v, 6) for s, r in results.items() for k, v in r.items()}}) + "\n")
         metrics_file.flush()
         main = results[main_split][task.main_metric]
@@ -190,9 +211,10 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
         return {"seed": cfg.seed}
     summary = {"task": task.name, "seed": cfg.seed, "best_epoch": best["epoch"], "epochs": epochs,
                "main_metric": f"{main_split}_{task.main_metric}", "main": best["main"],
-               "results": best["results"], "train_examples": len(train), "steps": step,
+               "results": best["results"], "train_examples": len(train), "steps": state.step,
+               "skipped_steps": state.skipped, "gradient_accumulation_steps": accumulation,
                "seconds": round(time.perf_counter() - started, 1), "precision": precision, "compiled": compiled,
-               "world_size": dist.world_size, "global_batch": cfg.batch_size * dist.world_size,
+               "world_size": dist.world_size, "global_batch": cfg.batch_size * accumulation * dist.world_size,
                "recipe": record["recipe"],
                "note": data.note}
     checkpoint.write_json(summary, out / "eval_results.json")

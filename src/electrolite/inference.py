@@ -16,23 +16,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from electrolite.config import EncoderConfig
-from electrolite.errors import UserError, parse_json
-from electrolite.tasks.predict import Forward, run_batches, score, torch_forward
-from electrolite.tasks import get_task
-from electrolite.tasks.classification import Example
 from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
-from electrolite.interop.load import load_pretrain_objective, load_task_model
-from electrolite.tasks.model import TaskModel
-from electrolite.tasks.qa import QAExample, decode_qa
-from electrolite.tasks.tagging import Sentence, char_entities, split_words, word_tags
+from electrolite.config import EncoderConfig
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.data.tokenizer import load_tokenizer, special_tokens
+from electrolite.errors import UserError, parse_json
+from electrolite.interop.load import load_pretrain_objective, load_task_model
+from electrolite.tasks import get_task
+from electrolite.tasks.model import TaskModel
+from electrolite.tasks.predict import Forward, predict_records, score, torch_forward
 
 PREDICT_BATCH = 64
 
@@ -141,49 +137,14 @@ def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.dev
     task = _task_of(record)
     pad = special_tokens(tok).pad_token_id
     labels = record["labels"]
-    fields = task.text_fields
     chunk: list[dict[str, str]] = []
     for rec in records:
         chunk.append(rec)
         if len(chunk) == PREDICT_BATCH * 4:
-            yield from _predict_chunk(forward, task, tok, pad, labels, fields, chunk)
+            yield from predict_records(forward, task, tok, labels, chunk, pad, PREDICT_BATCH)
             chunk = []
     if chunk:
-        yield from _predict_chunk(forward, task, tok, pad, labels, fields, chunk)
-
-
-def _predict_chunk(forward: Forward, task, tok, pad, labels, fields, records) -> Iterator[dict[str, Any]]:
-    if task.family == "qa":
-        examples = [QAExample(str(i), r[fields[0]], r[fields[1]], [], False, "") for i, r in enumerate(records)]
-        features = task.encode(examples, tok)
-        raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
-        preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
-                          max_answer_length=task.max_answer_length or 30)
-        for p in preds:
-            yield {"answer": p.text, "start": p.start, "end": p.end, "score": round(float(p.score), 4)}
-        return
-    if task.family == "tagging":
-        words = [split_words(r[fields[0]]) for r in records]
-        sentences = [Sentence([w for w, _, _ in ws] or [""], ["O"] * max(1, len(ws)), i, "input")
-                     for i, ws in enumerate(words)]
-        features = task.encode(sentences, tok, labels)
-        raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
-        ids = [np.argmax(x, -1) for x in raw["logits"]]
-        tags = word_tags(features, ids, labels)
-        for r, ws, t in zip(records, words, tags):
-            yield {"entities": char_entities(r[fields[0]], ws, t[:len(ws)]) if ws else []}
-        return
-    examples = [Example(r[fields[0]], r[fields[1]] if len(fields) > 1 else None,
-                        labels[0] if labels else 0.0, i, "input") for i, r in enumerate(records)]
-    features = task.encode(examples, tok, labels or None)
-    raw = run_batches(forward, task.family, features, pad, PREDICT_BATCH)
-    for logits in raw["logits"]:
-        if task.family == "regression":
-            yield {"score": round(float(logits), 6)}
-        else:
-            probs = torch.softmax(torch.from_numpy(np.asarray(logits)), -1).numpy()
-            best = int(probs.argmax())
-            yield {"label": labels[best], "probabilities": {lab: round(float(p), 6) for lab, p in zip(labels, probs)}}
+        yield from predict_records(forward, task, tok, labels, chunk, pad, PREDICT_BATCH)
 
 
 def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.Module, nn.Module, Tokenizer]:

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tokenizers import Tokenizer
+from torch import nn
 
 from electrolite import config as cfgmod
 from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
-from electrolite.training.checkpoint import sha256
 from electrolite.config import EncoderConfig
 from electrolite.data.vocab import grow_rows
 from electrolite.errors import UserError
 from electrolite.interop.hf_io import load_hf_model, read_checkpoint
 from electrolite.interop.load import load_encoder, load_pretrain_objective
+from electrolite.training.checkpoint import sha256
 
 
 @dataclass

@@ -12,11 +12,11 @@ tokenizer.json, model.safetensors, metrics.jsonl and checkpoints/.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,21 +24,34 @@ from typing import Any, Iterable
 
 import torch
 
-from electrolite import config as cfgmod, flops
-from electrolite.training import checkpoint
-from electrolite.training import sharding
+from electrolite import config as cfgmod
+from electrolite import flops
 from electrolite.config import PretrainConfig
 from electrolite.data.dataset import EpochSampler, PretrainingCorpus
-from electrolite.training.runtime import (Dist, any_rank, autocast, broadcast, clip_gradients, gather, gradient_sync,
-                                     init_distributed, maybe_compile, mean_over_ranks, resolve_device,
-                                     resolve_precision, shutdown, to_device, wrap_data_parallel)
-from electrolite.errors import UserError
-from electrolite.model import Encoder
-from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
-from electrolite.training.optim import adamw, lr_multiplier, param_groups, set_lr
-from electrolite.initialize import InitSource, apply_init, grow_vocabulary, read_init
 from electrolite.data.tokenizer import load_tokenizer, special_tokens, tokenizer_fingerprint, word_start_mask
 from electrolite.data.vocab import added_pieces
+from electrolite.errors import UserError
+from electrolite.initialize import InitSource, apply_init, grow_vocabulary, read_init
+from electrolite.model import Encoder
+from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
+from electrolite.training import checkpoint, sharding
+from electrolite.training.loop import MetricsLog, StepResult, StopFlag, TrainState, train_step
+from electrolite.training.optim import adamw, lr_multiplier, param_groups, set_lr
+from electrolite.training.runtime import (
+    Dist,
+    any_rank,
+    autocast,
+    broadcast,
+    gather,
+    init_distributed,
+    maybe_compile,
+    mean_over_ranks,
+    resolve_device,
+    resolve_precision,
+    shutdown,
+    to_device,
+    wrap_data_parallel,
+)
 
 # Train fields a resumed run may change; every other field must match the saved config.yaml.
 RESUMABLE_CHANGES = {"train.steps", "train.budget", "train.save_every", "train.keep_last", "train.eval_every",
@@ -192,75 +205,6 @@ def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches
     return {f"valid_{k}": v / n for k, v in totals.items()}
 
 
-class StopFlag:
-    """SIGTERM/SIGINT request a clean stop: finish the step, checkpoint, exit 0."""
-
-    def __init__(self):
-        self.signal: str | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-class MetricsLog:
-    """metrics.jsonl (+ optional TensorBoard); on resume, lines past the checkpoint are dropped.
-
-    `first` (how the run computes: resolved precision, compiled) goes into the file's first line;
-    a resumed run's lines stay as an uninterrupted run's would be (its summary.json says how it ran).
-    """
-
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool, first: dict[str, Any] | None = None):
-        self.first = dict(first or {})
-        self.path = run_dir / "metrics.jsonl"
-        self.valid_steps: set[int] = set()  # steps that already have a validation line
-        self.valid_records: list[dict[str, Any]] = []  # kept validation lines with RTD figures (the plateau watch)
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # a kill mid-rewrite loses no line
-            tmp.write_text("".join(line + "\n" for line in kept))
-            tmp.replace(self.path)
-            self.valid_steps = {r["step"] for r in map(json.loads, kept) if any(k.startswith("valid_") for k in r)}
-            self.valid_records = [r for r in map(json.loads, kept) if "valid_rtd_loss" in r]
-            if kept:
-                self.first = {}
-        self.file = open(self.path, "a", encoding="utf-8")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("train.tensorboard needs the tensorboard package (pip install electrolite[tensorboard])") from None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        record, self.first = {**record, **self.first}, {}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 PLATEAU_EVALS = 3  # evaluations in a row at the prior before the run says so
 PLATEAU_TOLERANCE = 0.01  # "at the prior": validation RTD loss within 1% of the all-original prior's
 PLATEAU_LEVERS = ("objective.recipe small-budget with train.learning_rate 3e-4 (all of the following)",
@@ -289,48 +233,30 @@ def plateau(records: list[dict[str, Any]]) -> dict[str, Any] | None:
             "auc": r.get("valid_rtd_auc"), "message": message}
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[dict[str, torch.Tensor]],
-               accumulation: int, device: torch.device, precision: str, max_grad_norm: float,
-               dist: Dist = Dist(), objective: torch.nn.Module | None = None) -> tuple[dict[str, float], torch.Tensor, bool]:
-    """One optimizer step over `accumulation` micro-batches of objective inputs (make_inputs).
+def objective_forward(model: torch.nn.Module, device: torch.device, inputs: dict[str, torch.Tensor]
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one micro-batch of ``make_inputs``: a ``training.loop.Compute``."""
+    out = model(to_device(inputs, device))
+    return out.loss, out.metrics()
 
-    `precision` is resolved: fp32 or bf16 (``distributed.resolve_precision``). Returns the
-    micro-batch-averaged metrics, the gradient norm before clipping, and whether the update was
-    applied (a non-finite loss or gradient skips it, leaving the weights untouched). `objective`,
-    the unwrapped module, takes part where it asks to: ELECTRA's decoupled clipping and GDES.
+
+def objective_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[dict[str, torch.Tensor]],
+                   accumulation: int, device: torch.device, precision: str, max_grad_norm: float, dist: Dist = Dist(),
+                   objective: torch.nn.Module | None = None) -> StepResult:
+    """One optimizer step of the objective over `accumulation` micro-batches (``training.loop.train_step``).
+
+    `model` is what runs (the DDP wrapper, if any); `objective`, the unwrapped module, takes part where it
+    asks to: ELECTRA's decoupled clipping (generator and discriminator each clipped as its own model) and
+    GDES's hooks around the optimizer step.
     """
-    parts: dict[str, float] = {}
-    for i, inputs in enumerate(micro_batches):
-        # Data parallel: gradients are averaged over ranks once, on the last micro-batch.
-        with gradient_sync(model, not dist.enabled or i == accumulation - 1):
-            with autocast(device, precision):
-                out = model(to_device(inputs, device))
-            (out.loss / accumulation).backward()
-        for k, v in out.metrics().items():
-            parts[k] = parts.get(k, 0.0) + v / accumulation
+    clip_groups = None
     if objective is not None and getattr(objective.objective, "decoupled_training", False):
-        # As two models with their own updates: each part clipped to max_grad_norm on its own
         gen = objective.generator_parameters()
         gen_ids = {id(p) for p in gen}
-        rest = [p for p in {id(p): p for p in model.parameters()}.values() if id(p) not in gen_ids]
-        norms = [clip_gradients(part, max_grad_norm) for part in (gen, rest)]
-        grad_norm = torch.sqrt(sum(n.float() ** 2 for n in norms))
-    else:
-        grad_norm = clip_gradients(model, max_grad_norm)
-    # Gradients (so their norm) agree over ranks after the all-reduce (FSDP: the norm is reduced over
-    # the shards); a loss is per rank: any rank's non-finite loss skips the step on all of them.
-    (bad_loss,) = any_rank(dist, not math.isfinite(parts["loss"]))
-    applied = not bad_loss and bool(torch.isfinite(grad_norm))
-    if applied:
-        hooks = objective if objective is not None and hasattr(objective, "after_optimizer_step") else None
-        if hooks is not None:
-            hooks.before_optimizer_step()
-        optimizer.step()
-        if hooks is not None:  # GDES: lr of the discriminator's (unscaled) groups, AdamW's decay
-            group = next(g for g in optimizer.param_groups if g.get("lr_scale", 1.0) == 1.0)
-            hooks.after_optimizer_step(group["lr"], max(g["weight_decay"] for g in optimizer.param_groups))
-    optimizer.zero_grad(set_to_none=True)
-    return parts, grad_norm, applied
+        clip_groups = [gen, [p for p in {id(p): p for p in model.parameters()}.values() if id(p) not in gen_ids]]
+    hooks = objective if objective is not None and hasattr(objective, "after_optimizer_step") else None
+    return train_step(model, optimizer, micro_batches, functools.partial(objective_forward, model, device),
+                      accumulation, device, precision, max_grad_norm, dist, clip_groups, hooks)
 
 
 def on_main(dist: Dist, fn):
@@ -407,13 +333,13 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     if dist.rank:
         torch.manual_seed(t.seed + RANK_SEED_STRIDE * dist.rank)
     sampler = EpochSampler(len(setup.corpus), t.batch_size, t.seed, dist.rank, dist.world_size)
-    step, elapsed, skipped = 0, 0.0, 0
+    train = TrainState()
     latest = checkpoint.latest_checkpoint(run_dir) if resuming else None
     if latest is not None:  # every rank reads the checkpoint (a file system all nodes share)
         state, rng = sharding.load_checkpoint(latest, model, optimizer)
-        step, elapsed = state["step"], state["elapsed_seconds"]
+        train.step, train.elapsed = state["step"], state["elapsed_seconds"]
         sampler.load_state_dict(state["sampler"])
-        restore_rng(rng, state, dist, device, mask_gen, t.seed + step)
+        restore_rng(rng, state, dist, device, mask_gen, t.seed + train.step)
     if resuming and dist.is_main:  # only now: a resume that fails leaves config.yaml as it was
         cfgmod.save_yaml(cfgmod.to_dict(cfg), run_dir / "config.yaml")
     budget = cfgmod.parse_duration(t.budget) if t.budget else math.inf
@@ -421,21 +347,21 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     global_batch = t.batch_size * t.gradient_accumulation_steps * dist.world_size
     started_from = (json.loads((run_dir / "init.json").read_text())
                     if cfg.init and dist.is_main and (run_dir / "init.json").exists() else None)
-    log = MetricsLog(run_dir, step, t.tensorboard, {"precision": precision, "compiled": compiled,
+    log = MetricsLog(run_dir, train.step, t.tensorboard, {"precision": precision, "compiled": compiled,
                                                    "world_size": dist.world_size, "global_batch": global_batch,
                                                    **({"init": started_from} if started_from else {})}
                      ) if dist.is_main else None
     tokens_per_step = global_batch * setup.seq_len
 
-    last_good = latest.name if latest is not None else None  # the checkpoint `latest` names
-    nonfinite, diverged = 0, False  # steps in a row with a non-finite loss or gradient; K of them stop the run
+    train.last_checkpoint = latest.name if latest is not None else None
+    diverged = False  # K non-finite steps in a row stop the run
 
     def save(reason: str) -> None:
-        nonlocal last_good
+        step = train.step
         rng = rng_states(dist, device, mask_gen)  # a collective: every rank saves at the same steps
         # FSDP: the shards gathered to rank 0 (collectives too); else the model and optimizer themselves
         weights, moments = sharding.gather_weights(model), sharding.gather_optimizer(model, optimizer)
-        state = {"sampler": sampler.state_dict(), "elapsed_seconds": elapsed, "reason": reason,
+        state = {"sampler": sampler.state_dict(), "elapsed_seconds": train.elapsed, "reason": reason,
                  "world_size": dist.world_size, "global_batch": global_batch,
                  "paper_flops": setup.paper_flops(step),
                  "model_flops": setup.model_flops(step)}
@@ -445,11 +371,12 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             checkpoint.publish_weights(ck, run_dir / "model.safetensors")
 
         on_main(dist, write)  # a failed write (disk full ...) is a UserError on every rank; `latest` stays
-        last_good = f"step-{step:08d}"
+        train.last_checkpoint = f"step-{step:08d}"
 
     sharded = sharding.is_sharded(model)
 
     def log_eval() -> dict[str, float]:
+        step = train.step
         if not (dist.is_main or sharded):
             return {}
         metrics = evaluate(model, setup, device, t.eval_batches, precision)  # FSDP: every rank's forward gathers
@@ -467,18 +394,18 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             log.write(record)
         return metrics
 
-    initial = log_eval() if step == 0 else {}  # the untrained model: what training must beat
+    initial = log_eval() if train.step == 0 else {}  # the untrained model: what training must beat
     from tqdm import tqdm
-    bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and dist.is_main), unit="step", dynamic_ncols=True,
+    bar = tqdm(total=t.steps, initial=train.step, disable=not (t.progress and dist.is_main), unit="step", dynamic_ncols=True,
                desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size} {precision}")
     stop_reason = "completed"
     window_time, window_steps = 0.0, 0
     if latest is not None and dist.is_main:  # says where a resumed run went on from
-        print(f"electrolite: resuming from {latest.name} (step {step}/{t.steps})", file=sys.stderr)
+        print(f"electrolite: resuming from {latest.name} (step {train.step}/{t.steps})", file=sys.stderr)
     # --- loop ----------------------------------------------------------------------------------
     with StopFlag() as stop:
-        while step < t.steps:
-            over_budget, signalled = any_rank(dist, elapsed >= budget, stop.signal is not None)  # agreed
+        while train.step < t.steps:
+            over_budget, signalled = any_rank(dist, train.elapsed >= budget, stop.signal is not None)  # agreed
             if over_budget:
                 stop_reason = f"budget {t.budget} reached"
                 break
@@ -486,19 +413,18 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 stop_reason = f"stopped by {stop.signal or 'a signal to another rank'}"
                 break
             started = time.perf_counter()
-            set_lr(optimizer, t.learning_rate, lr_multiplier(t.lr_schedule, step, warmup, t.steps))
+            set_lr(optimizer, t.learning_rate, lr_multiplier(t.lr_schedule, train.step, warmup, t.steps))
             if hasattr(model, "set_step"):  # ELECTRA's curriculum and stage: pure functions of the step
-                model.set_step(step, t.steps)
+                model.set_step(train.step, t.steps)
             micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
                      for _ in range(t.gradient_accumulation_steps))
-            parts, grad_norm, applied = train_step(trained, optimizer, micro, t.gradient_accumulation_steps,
-                                                   device, precision, t.max_grad_norm, dist, model)
-            skipped += not applied
-            nonfinite = 0 if applied else nonfinite + 1  # in a row: a finite step resets it
-            step += 1
-            diverged = 0 < t.max_nonfinite_steps <= nonfinite
+            result = objective_step(trained, optimizer, micro, t.gradient_accumulation_steps, device, precision,
+                                    t.max_grad_norm, dist, model)
+            parts, grad_norm = result.metrics, result.grad_norm
             took = time.perf_counter() - started
-            elapsed += took
+            train.count(result, took)
+            step = train.step
+            diverged = train.diverged(t.max_nonfinite_steps)
             window_time += took
             window_steps += 1
             bar.update(1)
@@ -508,21 +434,23 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{parts['loss']:.3f}", tok_s=f"{tps:,.0f}")
                 log and log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
                            "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
-                           "tokens_per_second": round(tps, 1), "elapsed_seconds": round(elapsed, 2),
+                           "tokens_per_second": round(tps, 1), "elapsed_seconds": round(train.elapsed, 2),
                            "paper_flops": setup.paper_flops(step),
-                           "model_flops": setup.model_flops(step), "skipped_steps": skipped})
+                           "model_flops": setup.model_flops(step), "skipped_steps": train.skipped})
                 window_time, window_steps = 0.0, 0
             if diverged:  # no checkpoint of this state: `latest` keeps naming the last good one
-                good = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
-                stop_reason = (f"stopped: {nonfinite} non-finite steps in a row at step {step} "
+                good = (f"the last good checkpoint is {train.last_checkpoint}" if train.last_checkpoint
+                        else "no checkpoint was written")
+                stop_reason = (f"stopped: {train.nonfinite} non-finite steps in a row at step {step} "
                                f"(loss {parts['loss']:g}, grad norm {float(grad_norm):g}); {good}")
                 break
             if t.eval_every and step % t.eval_every == 0 and step < t.steps:
                 log_eval()
-            if step % t.save_every == 0 and step < t.steps and not nonfinite:  # mid-streak is not good
+            if step % t.save_every == 0 and step < t.steps and not train.nonfinite:  # mid-streak is not good
                 save("periodic")
     bar.close()
     # --- evaluate, checkpoint, cleanup ---------------------------------------------------------
+    step = train.step
     final = log_eval() if not diverged and (step == t.steps or stop_reason != "completed") else {}
     # A resume that took no step keeps its checkpoint as it is; a diverged run writes none.
     if not diverged and (latest is None or step > state["step"]):
@@ -530,7 +458,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     if log is not None:
         log.close()
     summary = {"run": str(run_dir), "step": step, "steps": t.steps, "stop_reason": stop_reason,
-               "elapsed_seconds": round(elapsed, 1), "skipped_steps": skipped, "precision": precision,
+               "elapsed_seconds": round(train.elapsed, 1), "skipped_steps": train.skipped, "precision": precision,
                "compiled": compiled, "world_size": dist.world_size, "global_batch": global_batch,
                "paper_flops": setup.paper_flops(step),
                "model_flops": setup.model_flops(step), **final}

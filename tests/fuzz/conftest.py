@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from electrolite.errors import UserError
 from electrolite.data.tokenizer import load_tokenizer
-
+from electrolite.errors import UserError
 
 VOCAB = Path(__file__).parent.parent / "integration" / "data" / "gutenberg-wordpiece-2000.txt"
 CALL_SECONDS = 10  # one reader call on a few kB; a hang is anything past this

@@ -10,8 +10,6 @@ import pytest
 
 from electrolite.cli import main
 
-
-
 from .conftest import MAX_MESSAGE, VOCAB, alias_bomb, time_limit
 
 # numpy's overflow and invalid-value warnings mean a reader let a value through that it should have refused.

@@ -29,18 +29,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from electrolite.config import resolve_pretrain_config
-from electrolite.data.corpus import _ids_tokenizer
 from electrolite.configio import load_yaml
+from electrolite.data.corpus import _ids_tokenizer
+from electrolite.data.textfiles import read_sentence_blocks
+from electrolite.data.tokenizer import _text_batches
 from electrolite.errors import UserError
 from electrolite.inference import read_inputs
 from electrolite.interop.load import load_encoder
-from electrolite.data.textfiles import read_sentence_blocks
-from electrolite.data.tokenizer import _text_batches
 
-
-
-from .conftest import (AWKWARD_JSON, CALL_SECONDS, CELL_ODDS, JSON_SCALAR, JSON_VALUE, ODD_TEXT, TEXT, alias_bomb, check_message,
-                       fuzz, join_lines, mostly, mutate, reads_or_fails_cleanly, time_limit)
+from .conftest import (
+    AWKWARD_JSON,
+    CALL_SECONDS,
+    CELL_ODDS,
+    JSON_SCALAR,
+    JSON_VALUE,
+    ODD_TEXT,
+    TEXT,
+    alias_bomb,
+    check_message,
+    fuzz,
+    join_lines,
+    mostly,
+    mutate,
+    reads_or_fails_cleanly,
+    time_limit,
+)
 
 # numpy's overflow and invalid-value warnings mean a reader let a value through that it should have refused.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -17,10 +17,22 @@ from hypothesis import strategies as st
 from electrolite.errors import UserError
 from electrolite.tasks import CONLL2003_TAGS, get_task
 
-
-
-from .conftest import (AWKWARD_JSON, CELL_ODDS, JSON_SCALAR, JSON_VALUE, ODD_TEXT, TEXT, WORD, check_message, damage, fuzz,
-                       join_lines, mostly, mutate, reads_or_fails_cleanly)
+from .conftest import (
+    AWKWARD_JSON,
+    CELL_ODDS,
+    JSON_SCALAR,
+    JSON_VALUE,
+    ODD_TEXT,
+    TEXT,
+    WORD,
+    check_message,
+    damage,
+    fuzz,
+    join_lines,
+    mostly,
+    mutate,
+    reads_or_fails_cleanly,
+)
 
 # numpy's overflow and invalid-value warnings mean a reader let a value through that it should have refused.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -13,11 +13,10 @@ import torch
 from safetensors.torch import save_file
 
 from electrolite.config import resolve_pretrain_config
-from electrolite.training.runtime import init_distributed, shutdown, wrap_data_parallel
 from electrolite.objectives import build_objective
+from electrolite.pretrain import objective_step
 from electrolite.training.optim import adamw, param_groups
-from electrolite.pretrain import train_step
-
+from electrolite.training.runtime import init_distributed, shutdown, wrap_data_parallel
 
 PER_ROW = 5  # masked positions in every row
 
@@ -48,7 +47,7 @@ def main(out: str, rows: int) -> None:
     mine = {k: v[dist.rank * share:(dist.rank + 1) * share] for k, v in inputs.items()}
     optimizer = adamw(param_groups(model, 0.01, 1e-3), 1e-3, (0.9, 0.999), 1e-6, torch.device("cpu"))
     trained = wrap_data_parallel(model, dist, torch.device("cpu"))
-    train_step(trained, optimizer, [mine], 1, torch.device("cpu"), "fp32", 1.0, dist)
+    objective_step(trained, optimizer, [mine], 1, torch.device("cpu"), "fp32", 1.0, dist)
     if dist.is_main:
         after = model.state_dict()
         moved = max((after[k] - initial[k]).abs().max() for k in after)  # the step did change the weights

@@ -20,16 +20,15 @@ import sys
 from pathlib import Path
 
 import torch
+from ddp_step import PER_ROW, fixed_batch
 from safetensors.torch import save_file
 
-from ddp_step import PER_ROW, fixed_batch
-from electrolite.training import checkpoint
-from electrolite.training import sharding
 from electrolite.config import resolve_pretrain_config
-from electrolite.training.runtime import init_distributed, shutdown, wrap_data_parallel
 from electrolite.objectives import build_objective
+from electrolite.pretrain import objective_step
+from electrolite.training import checkpoint, sharding
 from electrolite.training.optim import adamw, param_groups
-from electrolite.pretrain import train_step
+from electrolite.training.runtime import init_distributed, shutdown, wrap_data_parallel
 
 CASES = {"mlm": ({"objective.name": "mlm"}, 1, "fp32"),
          "electra": ({"objective.name": "electra", "objective.recipe": "paper"}, 1, "fp32"),
@@ -56,7 +55,7 @@ def step(out: Path, rows: int, case: str, dist) -> None:
     batches = [{k: v[i * micro:(i + 1) * micro] for k, v in mine.items()} for i in range(accumulation)]
     torch.manual_seed(2)
     torch.rand(dist.rank * share * PER_ROW)  # the generator's uniforms of the rows before this rank's
-    _, grad_norm, applied = train_step(trained, optimizer, batches, accumulation, torch.device("cpu"), precision,
+    _, grad_norm, applied = objective_step(trained, optimizer, batches, accumulation, torch.device("cpu"), precision,
                                        1.0, dist)
     assert applied
     weights = sharding.gather_weights(model)  # collectives: every rank

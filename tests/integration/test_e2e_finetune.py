@@ -21,9 +21,9 @@ import pytest
 import yaml
 from scipy.stats import pearsonr
 
-from electrolite.tasks.metrics import entity_scores, squad_v1
-from electrolite.tasks import CONLL2003_TAGS
 from electrolite.data.tokenizer import load_tokenizer, tokenizer_fingerprint
+from electrolite.tasks import CONLL2003_TAGS
+from electrolite.tasks.metrics import entity_scores, squad_v1
 
 from .conftest import SQUAD_ARTICLES, TASK_FILES, cli_ok, eval_lines, glue_dev, jsonl, out_rows, words_of
 

@@ -24,10 +24,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from electrolite.training import checkpoint
 from electrolite.objectives import build_objective
-from electrolite.training.optim import adamw, param_groups
 from electrolite.pretrain import load_run_config
+from electrolite.training import checkpoint
+from electrolite.training.optim import adamw, param_groups
 
 from .conftest import TINY, cli, cli_ok, read_metrics, subprocess_env, user_error
 from .test_e2e_ddp import STEPS, TORCHRUN, pretrain_args, torchrun, weights

@@ -22,6 +22,7 @@ import yaml
 from electrolite.objectives import prior_rtd_loss
 
 from .conftest import TINY, cli_ok, read_metrics
+
 COMMON = ["--steps", 60, "--batch-size", 16, "--lr", 2e-3, "--train.warmup_steps", 6, "--seed", 0,
           "--save-every", 1000, "--train.log_every", 5]
 

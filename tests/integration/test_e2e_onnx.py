@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from electrolite.interop.onnx import OnnxTaskModel
-from electrolite.interop.load import load_task_model
 from electrolite.data.tokenizer import load_tokenizer, special_tokens
+from electrolite.interop.load import load_task_model
+from electrolite.interop.onnx import OnnxTaskModel
 
 from .conftest import cli, cli_ok, glue_dev, out_rows, snapshot, user_error
 

@@ -26,9 +26,9 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from electrolite.model import Encoder
 from electrolite.training import runtime as distributed
 from electrolite.training.runtime import cpu_has_bf16_matmul
-from electrolite.model import Encoder
 
 from .conftest import TINY, cli_ok
 from .test_e2e_golden import GOLDEN_ELECTRA_VALID_LOSS, GOLDEN_MLM_VALID_LOSS, REL, golden_run

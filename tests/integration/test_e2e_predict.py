@@ -16,7 +16,6 @@ from electrolite.data.tokenizer import load_tokenizer
 
 from .conftest import cli, cli_ok, glue_dev, jsonl, out_rows, user_error
 
-
 # --- evaluate and predict ----------------------------------------------------------------------
 
 

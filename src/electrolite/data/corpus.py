@@ -38,7 +38,6 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from electrolite.data.dataset import FORMAT, FORMAT_VERSION, EpochSampler, PretrainingCorpus  # reading; re-exported
-from electrolite.errors import UserError
 from electrolite.data.textfiles import (
     builtin_corpus_text,
     iter_documents,
@@ -53,6 +52,7 @@ from electrolite.data.tokenizer import (
     special_tokens,
     tokenizer_fingerprint,
 )
+from electrolite.errors import UserError
 
 __all__ = [  # the readers are re-exported: callers look for them here
     "EpochSampler", "PretrainingCorpus", "builtin_corpus_text", "format_summary", "iter_documents", "prepare",

@@ -13,8 +13,8 @@ import struct
 import numpy as np
 import torch
 
-from electrolite.errors import UserError
 from electrolite.data.tokenizer import SpecialTokens
+from electrolite.errors import UserError
 
 FORMAT = "electrolite-corpus"
 FORMAT_VERSION = 1

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from electrolite.errors import UserError
 from electrolite.data.textfiles import iter_documents
+from electrolite.errors import UserError
 
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 UNIGRAM_SPECIALS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")

@@ -19,8 +19,8 @@ import torch
 from tokenizers import Tokenizer
 
 from electrolite.data.corpus import iter_documents
-from electrolite.errors import UserError
 from electrolite.data.tokenizer import load_tokenizer, save_tokenizer, tokenizer_fingerprint
+from electrolite.errors import UserError
 
 
 def _wordpiece_vocab(tok: Tokenizer, where: str) -> dict[str, int]:

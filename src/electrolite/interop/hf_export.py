@@ -22,6 +22,7 @@ from electrolite.errors import UserError
 from electrolite.interop.hf import ARCHITECTURES, WRITTEN_AS, hf_config, mlm_arch, prefixed, task_arch, to_hf
 from electrolite.interop.hf_io import load_hf_model, load_hf_tokenizer, task_record
 from electrolite.interop.load import load_pretrain_objective, load_task_model, task_dir_parts
+from electrolite.tasks import family_of
 from electrolite.training.checkpoint import atomic_dir, check_new_dir
 
 
@@ -40,16 +41,8 @@ class ExportItem:
 
 
 def _task_extra(record: dict[str, Any]) -> dict[str, Any]:
-    family, labels = record["family"], list(record.get("labels") or [])
-    extra: dict[str, Any] = {"electrolite_task": record}
-    if family == "regression":
-        extra.update(num_labels=1, problem_type="regression")
-    elif family in ("classification", "tagging"):
-        extra.update(id2label={i: str(lab) for i, lab in enumerate(labels)},
-                     label2id={str(lab): i for i, lab in enumerate(labels)})
-        if family == "classification":
-            extra["problem_type"] = "single_label_classification"
-    return extra
+    """config.json fields of a task model: its record (read back on import) and its family's label fields."""
+    return {"electrolite_task": record, **family_of(record["family"]).hf_fields(list(record.get("labels") or []))}
 
 
 def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:

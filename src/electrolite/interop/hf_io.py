@@ -28,6 +28,7 @@ from electrolite.interop.hf import (
     from_hf,
 )
 from electrolite.model import Encoder
+from electrolite.tasks import family_of
 from electrolite.tasks.model import LoadedEncoder
 
 
@@ -154,10 +155,9 @@ def load_hf_model(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
                         f"{ckpt.config.hidden_act}; electrolite's MLM head uses the encoder's activation")
     state, _ = from_hf(ckpt.state, ckpt.arch, ckpt.config, where)
     num_labels, regression = 0, False
-    if a.family in ("classification", "tagging"):
+    if a.family and family_of(a.family).hf_labelled:  # classification (or regression) and tagging
         num_labels = len(ckpt.data.get("id2label") or {}) or int(ckpt.data.get("num_labels", 2))
-        regression = a.family == "classification" and (
-            ckpt.data.get("problem_type") == "regression" or num_labels == 1)
+        regression = family_of(a.family).hf_regression(ckpt.data, num_labels)
     module = build_model(ckpt.arch, ckpt.config, num_labels, regression)
     _load_state(module, state, ckpt.arch, where)
     return module.eval(), ckpt
@@ -198,18 +198,12 @@ def task_record(ckpt: Checkpoint, module: nn.Module) -> dict[str, Any]:
     """
     if isinstance(ckpt.data.get("electrolite_task"), dict):
         return dict(ckpt.data["electrolite_task"])
-    family = module.family
+    family = family_of(module.family)
     id2label = ckpt.data.get("id2label") or {}
     labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
-    task = {"classification": "text-classification", "regression": "text-classification",
-            "tagging": "token-classification", "qa": "squad2"}[family]
-    text_fields = {"qa": ["question", "context"], "tagging": ["text"]}.get(family, ["text"])
-    max_length = min(512 if family != "qa" else 384, ckpt.config.max_position_embeddings)
-    return {"task": task, "family": family, "labels": [] if family in ("regression", "qa") else labels,
-            "head": ARCHITECTURES[ckpt.arch].head, "text_fields": text_fields, "label_column": "label",
-            "max_length": max_length, "doc_stride": 128 if family == "qa" else 0,
-            "max_query_length": 64 if family == "qa" else 0, "max_answer_length": 30 if family == "qa" else 0,
-            "source": "hf", "note": ""}
+    record = family.hf_record(labels, ckpt.config.max_position_embeddings)
+    record["head"] = ARCHITECTURES[ckpt.arch].head
+    return record
 
 
 def load_hf_task_model(path: str | os.PathLike):

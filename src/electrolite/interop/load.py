@@ -50,7 +50,7 @@ def _load_pretrain_encoder(root: Path, cfg: PretrainConfig) -> LoadedEncoder:
     else:  # masked LM: ALBERT's when it learned sentence order or shares its layers
         family = "albert" if cfg.objective.sop or cfg.model.num_hidden_groups < cfg.model.num_hidden_layers else "bert"
     return LoadedEncoder(cfg.model, state, load_tokenizer(str(root / "tokenizer.json")),
-                         "electra" if family == "electra" else "pooler", "pretrain-run", family=family)
+                         cfgmod.CHECKPOINT_HEADS[family], "pretrain-run", family=family)
 
 
 def task_dir_parts(data: dict[str, Any], path: str | Path = "config.yaml") -> tuple[EncoderConfig, dict[str, Any]]:

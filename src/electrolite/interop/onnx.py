@@ -29,13 +29,13 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from electrolite import config as cfgmod
-from electrolite.training.checkpoint import atomic_dir, check_new_dir
-from electrolite.errors import UserError
-from electrolite.tasks.predict import INPUT_NAMES
 from electrolite.artifacts import OnnxDir, TaskDir, expect, open_dir
+from electrolite.data.tokenizer import load_tokenizer
+from electrolite.errors import UserError
 from electrolite.interop.load import load_task_model
 from electrolite.tasks.model import TaskModel
-from electrolite.data.tokenizer import load_tokenizer
+from electrolite.tasks.predict import INPUT_NAMES
+from electrolite.training.checkpoint import atomic_dir, check_new_dir
 
 OPSET = 18
 FAMILIES = ("classification", "regression", "tagging")

@@ -32,9 +32,19 @@ from typing import Any
 
 from electrolite import pretrain
 from electrolite.errors import UserError
-from electrolite.studies.study import (Study, _read_json, check_study_dir, finetune_label, finetune_one,
-                                       pending_finetunes, pretrain_config, pretraining_finished, pretraining_label,
-                                       pretraining_state, write_results)
+from electrolite.studies.study import (
+    Study,
+    _read_json,
+    check_study_dir,
+    finetune_label,
+    finetune_one,
+    pending_finetunes,
+    pretrain_config,
+    pretraining_finished,
+    pretraining_label,
+    pretraining_state,
+    write_results,
+)
 
 __all__ = ["run_parallel", "run_study"]
 

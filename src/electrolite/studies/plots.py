@@ -15,8 +15,8 @@ Each writes its PNG and returns the ``Figure``, whose axes hold the numbers draw
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
+from electrolite.errors import UserError, parse_json, shown, shown_repr
 from electrolite.studies import plots
 from electrolite.studies.plots import Run, StudyReport
-from electrolite.errors import UserError, parse_json, shown, shown_repr
 
 STUDY_FORMAT, STUDY_VERSION = "electrolite-study", 1
 REPORT_FORMAT, REPORT_VERSION = "electrolite-report", 1
@@ -261,7 +261,7 @@ def markdown(runs: list[dict[str, Any]], tables: list[dict[str, Any]], studies: 
     lines += [f"- study **{s.name}**: `{s.path}`" for s in studies]
     lines += [f"- run **{r['name']}**: `{r['path']}`" for r in runs if not r["in_study"]]
     for table, study in zip(tables, studies):
-        lines += ["", f"## StudyReport {table['name']}", ""]
+        lines += ["", f"## Study {table['name']}", ""]
         about = [f"budget {table['budget']}" if table["budget"] else "",
                  f"{table['seeds']} seeds per task" if table["seeds"] else "",
                  "scores on a 0–100 scale: median over seeds (min–max); Average: mean of the task medians"]

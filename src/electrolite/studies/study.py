@@ -23,17 +23,24 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import statistics
 from pathlib import Path
 from typing import Any
 
-from electrolite.training import checkpoint
+from safetensors import SafetensorError, safe_open
+
 from electrolite import config as cfgmod
+from electrolite import finetune, initialize
 from electrolite.configio import load_yaml, save_yaml
 from electrolite.errors import UserError, shown_repr
-from electrolite import initialize
+from electrolite.pretrain import Setup as RunSetup
+from electrolite.pretrain import config_differences
+from electrolite.studies import report
+from electrolite.tasks import get_task
+from electrolite.training import checkpoint
 
 FORMAT_VERSION = 1
 _SETUP_KEYS = {"name", "label", "config", "from_scratch"}
@@ -173,7 +180,6 @@ def load_study(path: str) -> Study:
             raise UserError(f"{where}: setups[{i}].from_scratch must name a pre-trained setup, "
                             f"got {shown_repr(s.from_scratch)}")
     data_dir = str(raw.get("data_dir") or default_data_dir())
-    from electrolite.tasks import get_task
     tasks: list[TaskSpec] = []
     for at, t in _entries(raw, "tasks", _TASK_KEYS, where):
         try:
@@ -221,7 +227,6 @@ def pretrain_config(study: Study, setup: Setup, out: Path, steps: int) -> cfgmod
 
 def steps_for_budget(study: Study, setup: Setup) -> tuple[int, float]:
     """(steps, paper FLOPs per step) so that a setup spends the study's budget."""
-    from electrolite.pretrain import Setup as RunSetup
     cfg = pretrain_config(study, setup, Path("."), steps=1)
     run_setup = RunSetup(cfg)
     f = cfg.objective.two_stage_fraction if cfg.objective.name == "electra" else 0.0
@@ -249,7 +254,6 @@ def check_study_dir(study: Study, out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
     if saved_path.exists():
-        from electrolite.pretrain import config_differences
         saved = load_yaml(saved_path)
         diffs = config_differences(saved, study.raw)
         if diffs:
@@ -306,7 +310,6 @@ def pending_finetunes(study: Study, out: Path):
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
     if not path.exists():
         return None
     try:
@@ -316,7 +319,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def finetune_one(study: Study, setup: Setup, task: TaskSpec, seed: int, out: Path, task_dir: Path) -> dict[str, Any]:
-    from electrolite import finetune
     source = setup.from_scratch or setup.name
     fields = merge(study.finetune, task.overrides)
     fields.update(task=task.name, model=str(out / "pretrain" / source), data=task.data, out=str(task_dir),
@@ -389,7 +391,6 @@ def _parameters(run_dir: Path) -> int | None:
     path = run_dir / "model.safetensors"
     if not path.exists():
         return None
-    from safetensors import SafetensorError, safe_open
     total = 0
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -413,8 +414,7 @@ def write_results(study: Study, out: Path, runs: dict[str, dict[str, Any]]) -> d
 
 def results_markdown(results: dict[str, Any], path: Path) -> str:
     """The results table as markdown (the same table `electrolite report` renders)."""
-    from electrolite.studies import report
-    table = report.study_table(report.Study(results["name"], path, results))
+    table = report.study_table(report.StudyReport(results["name"], path, results))
     return "\n".join([f"# Study {results['name']}: budget {results['budget']['text']}, {results['seeds']} seeds", "",
                       *report.markdown_table(table["header"], [r["cells"] for r in table["rows"]]), "",
                       "Scores ×100 on each task's dev split: median (min–max) over seeds; Average is the mean of "

@@ -23,9 +23,11 @@ from functools import partial
 
 from tokenizers import Tokenizer
 
-from electrolite.tasks import metrics as M
 from electrolite.errors import UserError
+from electrolite.tasks import metrics as M
 from electrolite.tasks.classification import (
+    CLASSIFICATION,
+    REGRESSION,
     Example,
     Features,
     GlueLayout,
@@ -35,8 +37,10 @@ from electrolite.tasks.classification import (
     read_glue_tsv,
     read_table,
 )
-from electrolite.tasks.qa import QAExample, QAFeatures, QAPrediction, decode_qa, encode_qa, read_squad, squad_metrics
+from electrolite.tasks.family import Family
+from electrolite.tasks.qa import QA, QAExample, QAFeatures, QAPrediction, decode_qa, encode_qa, read_squad, squad_metrics
 from electrolite.tasks.tagging import (
+    TAGGING,
     Sentence,
     TaggingFeatures,
     char_entities,
@@ -48,9 +52,18 @@ from electrolite.tasks.tagging import (
     word_tags,
 )
 
-FAMILIES = ("classification", "regression", "tagging", "qa")
+FAMILY_OBJECTS: dict[str, Family] = {f.name: f for f in (CLASSIFICATION, REGRESSION, TAGGING, QA)}
+FAMILIES = tuple(FAMILY_OBJECTS)
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 SQUAD_EVAL_ARTICLES = 10  # when --data holds only a dev file, its last 10 articles are held out
+
+
+def family_of(name: str) -> Family:
+    """The task family a task dir or a Hugging Face architecture names (classification, regression, tagging, qa)."""
+    try:
+        return FAMILY_OBJECTS[name]
+    except KeyError:
+        raise UserError(f"unknown task family {name!r} (known: {', '.join(FAMILY_OBJECTS)})") from None
 
 
 @dataclass

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, parse_json, shown, shown_repr
 from electrolite.data.textfiles import lone_surrogate
+from electrolite.errors import UserError, parse_json, shown, shown_repr
+from electrolite.tasks.family import Family, Raw, Run, record_defaults
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -426,3 +427,78 @@ def encode_classification(examples: Sequence[Example], tokenizer: Tokenizer, max
                                     f"model's labels ({', '.join(map(shown, label_map))})")
             labels = np.array([label_map[ex.label] for ex in examples], dtype=np.int64)
     return Features(input_ids, type_ids, labels)
+
+
+# --- the families ---------------------------------------------------------------------------------
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    import torch  # the same float32 softmax the model's probabilities always came from
+    return torch.softmax(torch.from_numpy(np.asarray(logits)), -1).numpy()
+
+
+def _input_examples(task, records: list[dict[str, str]], labels: Sequence[str]) -> list[Example]:
+    fields = task.text_fields
+    return [Example(r[fields[0]], r[fields[1]] if len(fields) > 1 else None, labels[0] if labels else 0.0, i, "input")
+            for i, r in enumerate(records)]
+
+
+class Classification(Family):
+    """One label per text or text pair: the [CLS] position's logits, one per label."""
+
+    name = "classification"
+
+    def score(self, task, raw: Raw, examples: list, features, labels: Sequence[str]):
+        logits = np.stack(raw["logits"])
+        gold = np.array([labels.index(str(ex.label)) for ex in examples])
+        pred = logits.argmax(-1)
+        probs = _softmax(logits)
+        rows = [{"line": ex.line, "label": labels[p], "probability": round(float(pr[p]), 4)}
+                for ex, p, pr in zip(examples, pred, probs)]
+        return task.metrics(gold, pred), rows
+
+    def predict(self, task, records, tokenizer, labels, run: Run):
+        raw = run(task.encode(_input_examples(task, records, labels), tokenizer, labels or None))
+        for logits in raw["logits"]:
+            probs = _softmax(logits)
+            best = int(probs.argmax())
+            yield {"label": labels[best], "probabilities": {lab: round(float(p), 6) for lab, p in zip(labels, probs)}}
+
+    def hf_fields(self, labels):
+        return {"id2label": {i: str(lab) for i, lab in enumerate(labels)},
+                "label2id": {str(lab): i for i, lab in enumerate(labels)},
+                "problem_type": "single_label_classification"}
+
+    def hf_regression(self, config, num_labels):
+        return config.get("problem_type") == "regression" or num_labels == 1
+
+    def hf_record(self, labels, max_positions):
+        return record_defaults(self, "text-classification", ["text"], labels, min(512, max_positions))
+
+
+class Regression(Family):
+    """One number per text or text pair (STS-B): the [CLS] position's single output."""
+
+    name = "regression"
+    hf_labelled = False
+
+    def score(self, task, raw: Raw, examples: list, features, labels: Sequence[str]):
+        logits = np.stack(raw["logits"])
+        gold = np.array([float(ex.label) for ex in examples])
+        rows = [{"line": ex.line, "score": round(float(v), 4)} for ex, v in zip(examples, logits)]
+        return task.metrics(gold, logits), rows
+
+    def predict(self, task, records, tokenizer, labels, run: Run):
+        raw = run(task.encode(_input_examples(task, records, labels), tokenizer, labels or None))
+        for logits in raw["logits"]:
+            yield {"score": round(float(logits), 6)}
+
+    def hf_fields(self, labels):
+        return {"num_labels": 1, "problem_type": "regression"}
+
+    def hf_record(self, labels, max_positions):
+        return record_defaults(self, "text-classification", ["text"], [], min(512, max_positions))
+
+
+CLASSIFICATION = Classification()
+REGRESSION = Regression()

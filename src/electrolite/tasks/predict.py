@@ -3,16 +3,15 @@ evaluation, ``predict``, ``evaluate``, the server and the ONNX export's checks."
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from electrolite.tasks import Task
+from electrolite.tasks import Task, family_of
+from electrolite.tasks.family import Raw
 from electrolite.tasks.model import TaskModel
-from electrolite.tasks.qa import decode_qa
-from electrolite.tasks.tagging import word_tags
 from electrolite.training.runtime import autocast
 
 
@@ -40,33 +39,35 @@ def torch_forward(model: TaskModel, device: torch.device, precision: str = "fp32
 
 
 def run_batches(forward: Forward, family: str, features, pad_id: int, batch_size: int,
-                progress: bool = False) -> dict[str, list[np.ndarray]]:
+                progress: bool = False) -> Raw:
     """Run `forward` over all features, longest first in length-sorted batches; outputs in input order.
 
     Args:
         forward: the model (``torch_forward``, or interop.onnx's onnxruntime session).
-        family: classification, regression, tagging or qa.
+        family: the task family's name; its ``outputs`` are read, cut to each example's length when
+            ``per_token``.
 
-    Returns ``logits`` (classification/regression/tagging: one array per example, padding cut)
-    or ``start_logits`` / ``end_logits`` (qa).
+    Returns:
+        ``logits`` (classification, regression, tagging) or ``start_logits`` / ``end_logits`` (qa), one
+        array per example.
     """
+    fam = family_of(family)
     order = np.argsort(-features.lengths, kind="stable")
-    keys = ("start_logits", "end_logits") if family == "qa" else ("logits",)
-    out: dict[str, list] = {k: [None] * len(features) for k in keys}
+    out: dict[str, list] = {k: [None] * len(features) for k in fam.outputs}
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="predict", leave=False):
         idx = order[start:start + batch_size]
         batch = features.batch(idx, pad_id)
         result = forward({k: batch[k] for k in INPUT_NAMES})
-        for k in keys:
+        for k in fam.outputs:
             values = result[k]
             for row, i in enumerate(idx):
                 n = features.lengths[i]
-                out[k][i] = values[row, :n] if values.ndim > 1 and family != "classification" else values[row]
+                out[k][i] = values[row, :n] if fam.per_token and values.ndim > 1 else values[row]
     return out
 
 
 def predict_features(model: TaskModel, features, pad_id: int, batch_size: int, device: torch.device,
-                     precision: str = "fp32", progress: bool = False) -> dict[str, list[np.ndarray]]:
+                     precision: str = "fp32", progress: bool = False) -> Raw:
     """``run_batches`` with the torch model (see there)."""
     return run_batches(torch_forward(model, device, precision), model.family, features, pad_id, batch_size,
                        progress)
@@ -74,28 +75,14 @@ def predict_features(model: TaskModel, features, pad_id: int, batch_size: int, d
 
 def score(task: Task, model: TaskModel, examples: list, features, labels, pad_id: int, batch_size: int,
           device: torch.device, precision: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics and per-example predictions on one evaluation split."""
+    """Metrics and per-example predictions on one evaluation split (the task family's ``score``)."""
     raw = predict_features(model, features, pad_id, batch_size, device, precision)
-    if task.family == "qa":
-        preds = decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
-                          max_answer_length=task.max_answer_length or 30)
-        metrics = task.metrics(examples, preds)
-        threshold = 0.0 if task.squad_version == 2 else None  # v1 has no no-answer: the metric reads p.text
-        rows = [{"id": ex.qid, "answer": p.answer(threshold), "score": round(float(p.score), 4)}
-                for ex, p in zip(examples, preds)]
-        return metrics, rows
-    if task.family == "tagging":
-        pred_ids = [np.argmax(x, -1) for x in raw["logits"]]
-        tags = word_tags(features, pred_ids, labels)
-        metrics = task.metrics([s.tags for s in examples], tags)
-        return metrics, [{"words": s.words, "tags": t} for s, t in zip(examples, tags)]
-    logits = np.stack(raw["logits"])
-    if task.family == "regression":
-        gold = np.array([float(ex.label) for ex in examples])
-        return task.metrics(gold, logits), [{"line": ex.line, "score": round(float(v), 4)} for ex, v in zip(examples, logits)]
-    gold = np.array([labels.index(str(ex.label)) for ex in examples])
-    pred = logits.argmax(-1)
-    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
-    rows = [{"line": ex.line, "label": labels[p], "probability": round(float(pr[p]), 4)}
-            for ex, p, pr in zip(examples, pred, probs)]
-    return task.metrics(gold, pred), rows
+    return family_of(task.family).score(task, raw, examples, features, labels)
+
+
+def predict_records(forward: Forward, task: Task, tokenizer, labels, records: list[dict[str, str]], pad_id: int,
+                    batch_size: int) -> Iterator[dict[str, Any]]:
+    """One output row per input record (the task family's ``predict``), the model run in batches."""
+    fam = family_of(task.family)
+    yield from fam.predict(task, records, tokenizer, labels,
+                           lambda features: run_batches(forward, fam.name, features, pad_id, batch_size))

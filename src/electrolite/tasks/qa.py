@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.tasks.metrics import squad_v1, squad_v2
-from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.data.tokenizer import special_tokens
+from electrolite.errors import UserError, parse_json, shown, shown_repr
+from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
+from electrolite.tasks.family import Family, Raw, Run, record_defaults
+from electrolite.tasks.metrics import squad_v1, squad_v2
 
 
 @dataclass
@@ -384,3 +385,37 @@ def squad_metrics(examples: Sequence[QAExample], predictions: Sequence[QAPredict
         return squad_v1(answers, texts)
     na = {p.qid: p.no_answer_score for p in predictions}
     return squad_v2(answers, texts, na_probs=na, na_prob_thresh=threshold)
+
+
+class QuestionAnswering(Family):
+    """Extractive QA (SQuAD): start and end logits per token, decoded into a span of the context."""
+
+    name = "qa"
+    outputs = ("start_logits", "end_logits")
+    per_token = True
+    hf_labelled = False
+
+    def _decode(self, task, raw: Raw, examples, features) -> list[QAPrediction]:
+        return decode_qa(examples, features, raw["start_logits"], raw["end_logits"],
+                         max_answer_length=task.max_answer_length or 30)
+
+    def score(self, task, raw: Raw, examples: list, features, labels: Sequence[str]):
+        preds = self._decode(task, raw, examples, features)
+        threshold = 0.0 if task.squad_version == 2 else None  # v1 has no no-answer: the metric reads p.text
+        rows = [{"id": ex.qid, "answer": p.answer(threshold), "score": round(float(p.score), 4)}
+                for ex, p in zip(examples, preds)]
+        return task.metrics(examples, preds), rows
+
+    def predict(self, task, records, tokenizer, labels, run: Run):
+        question, context = task.text_fields[:2]
+        examples = [QAExample(str(i), r[question], r[context], [], False, "") for i, r in enumerate(records)]
+        features = task.encode(examples, tokenizer)
+        for p in self._decode(task, run(features), examples, features):
+            yield {"answer": p.text, "start": p.start, "end": p.end, "score": round(float(p.score), 4)}
+
+    def hf_record(self, labels, max_positions):
+        return {**record_defaults(self, "squad2", ["question", "context"], [], min(384, max_positions)),
+                "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30}
+
+
+QA = QuestionAnswering()

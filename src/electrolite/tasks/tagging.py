@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.tasks.metrics import get_entities
-from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
 from electrolite.data.textfiles import lone_surrogate
+from electrolite.errors import UserError, parse_json, shown, shown_repr
+from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
+from electrolite.tasks.family import Family, Raw, Run, record_defaults
+from electrolite.tasks.metrics import get_entities
 
 _TAG = re.compile(r"O|[BIES]-\S.*")
 _PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3}
@@ -279,3 +280,35 @@ def char_entities(text: str, words: Sequence[tuple[str, int, int]], tags: Sequen
             entity["score"] = float(np.mean(scores[first:last + 1]))
         out.append(entity)
     return out
+
+
+class Tagging(Family):
+    """One tag per word (NER): per-token logits, read at each word's first piece."""
+
+    name = "tagging"
+    per_token = True
+
+    def score(self, task, raw: Raw, examples: list, features, labels: Sequence[str]):
+        tags = word_tags(features, [np.argmax(x, -1) for x in raw["logits"]], labels)
+        return task.metrics([s.tags for s in examples], tags), [{"words": s.words, "tags": t}
+                                                                for s, t in zip(examples, tags)]
+
+    def predict(self, task, records, tokenizer, labels, run: Run):
+        field = task.text_fields[0]
+        words = [split_words(r[field]) for r in records]
+        sentences = [Sentence([w for w, _, _ in ws] or [""], ["O"] * max(1, len(ws)), i, "input")
+                     for i, ws in enumerate(words)]
+        features = task.encode(sentences, tokenizer, labels)
+        tags = word_tags(features, [np.argmax(x, -1) for x in run(features)["logits"]], labels)
+        for r, ws, t in zip(records, words, tags):
+            yield {"entities": char_entities(r[field], ws, t[:len(ws)]) if ws else []}
+
+    def hf_fields(self, labels):
+        return {"id2label": {i: str(lab) for i, lab in enumerate(labels)},
+                "label2id": {str(lab): i for i, lab in enumerate(labels)}}
+
+    def hf_record(self, labels, max_positions):
+        return record_defaults(self, "token-classification", ["text"], labels, min(512, max_positions))
+
+
+TAGGING = Tagging()

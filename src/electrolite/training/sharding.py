@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from electrolite.errors import UserError
+from electrolite.model import Layer
 from electrolite.training import checkpoint
 from electrolite.training.checkpoint import StateDict
-from electrolite.model import Layer
 
 
 def is_sharded(model: nn.Module) -> bool:
