@@ -48,7 +48,7 @@ import torch
 from electrolite.config import FinetuneConfig
 from electrolite.finetune import bucket_batches, resolve_task
 from electrolite.finetune import run as finetune_run
-from electrolite.interop.hf_io import load_encoder
+from electrolite.interop.hf_io import load_hf_encoder as load_encoder
 from electrolite.tasks.model import new_task_model
 
 DATA = os.environ.get("ELECTROLITE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

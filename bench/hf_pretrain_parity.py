@@ -37,7 +37,8 @@ import torch
 
 from electrolite.data.dataset import EpochSampler
 from electrolite.objectives import ObjectiveOutput, make_inputs, prior_rtd_loss, rank_auc
-from electrolite.pretrain import Setup, evaluate, load_run_config
+from electrolite.pretrain import RunSetup as Setup
+from electrolite.pretrain import load_run_config, validation_metrics
 from electrolite.training.optim import param_groups
 
 
@@ -126,7 +127,7 @@ def main() -> None:
     every = args.eval_every or t.eval_every
 
     def report(step: int) -> None:
-        hf = evaluate(model, setup, torch.device("cpu"), t.eval_batches, args.precision)
+        hf = validation_metrics(model, setup, torch.device("cpu"), t.eval_batches, args.precision)
         gap = hf["valid_rtd_loss"] - prior_rtd_loss(hf["valid_replaced_fraction"])
         row = {"step": step, "hf_rtd_auc": round(hf["valid_rtd_auc"], 4), "hf_rtd_loss_minus_prior": round(gap, 4),
                "hf_mlm_accuracy": round(hf["valid_mlm_accuracy"], 4)}

@@ -27,7 +27,8 @@ import torch
 
 from electrolite.interop.load import load_encoder
 from electrolite.model import Encoder
-from electrolite.pretrain import Setup, load_run_config
+from electrolite.pretrain import RunSetup as Setup
+from electrolite.pretrain import load_run_config
 from electrolite.tasks.model import from_scratch
 
 

@@ -27,7 +27,7 @@ from electrolite.data.corpus import EpochSampler
 from electrolite.heads import RTDHead
 from electrolite.model import Encoder
 from electrolite.objectives import make_inputs, rank_auc
-from electrolite.pretrain import Setup
+from electrolite.pretrain import RunSetup as Setup
 
 
 class HFEncoder(torch.nn.Module):

@@ -78,7 +78,7 @@ def test_unknown_and_missing_keys_are_listed_by_name(bert_mlm_dir):
                                         "cls.predictions.transform.dense.weight$"):
         hf_io.load_hf_model(path)
     with pytest.raises(UserError, match="missing weights for BertForMaskedLM: bert.encoder.layer.1.output.dense.bias$"):
-        hf_io.load_encoder(path)
+        hf_io.load_hf_encoder(path)
 
 
 def test_legacy_layernorm_names_and_a_prefixed_base_model_are_read(bert_mlm_dir, tmp_path):
@@ -98,7 +98,7 @@ def test_legacy_layernorm_names_and_a_prefixed_base_model_are_read(bert_mlm_dir,
     with pytest.raises(UserError, match="missing weights for BertModel: pooler.dense.bias, pooler.dense.weight$"):
         hf_io.load_hf_model(base)
     (base / "vocab.txt").write_text(VOCAB.read_text())
-    loaded = hf_io.load_encoder(base)  # the encoder alone needs no pooler
+    loaded = hf_io.load_hf_encoder(base)  # the encoder alone needs no pooler
     assert_state_identical(hf.prefixed(modern.encoder, ""), loaded.state)
 
 
@@ -118,7 +118,7 @@ def test_albert_import_and_encoder_for_finetuning(tmp_path, tok):
     model.tie_weights()
     model.save_pretrained(str(tmp_path))
     (tmp_path / "vocab.txt").write_text(VOCAB.read_text())  # a tokenizer as vocab.txt only
-    loaded = hf_io.load_encoder(tmp_path)
+    loaded = hf_io.load_hf_encoder(tmp_path)
     assert (loaded.source, loaded.head, loaded.config.num_hidden_groups, loaded.config.embedding_size) == (
         "hf", "pooler", 2, 16)
     task_model = new_task_model(loaded, "classification", 2, 32).eval()
@@ -142,7 +142,7 @@ def sst2_sentences(shared_data) -> list[str]:
 
 def test_minilm_imports_with_bertmodel_parity_on_sst2(minilm_dir, sst2_sentences, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = hf_io.load_encoder(minilm_dir)
+    loaded = hf_io.load_hf_encoder(minilm_dir)
     assert (loaded.config.hidden_size, loaded.config.num_hidden_layers, loaded.head, loaded.source) == (
         384, 6, "pooler", "hf")
     # Our tokenizer gives the ids transformers' AutoTokenizer gives, and drops the file's padding/truncation.
@@ -164,7 +164,7 @@ def test_minilm_classifier_starts_from_the_pretrained_pooler_as_in_transformers(
                                                                                  monkeypatch):
     """finetune's first model equals BertForSequenceClassification.from_pretrained with the same classifier."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    loaded = hf_io.load_encoder(minilm_dir)
+    loaded = hf_io.load_hf_encoder(minilm_dir)
     original = load_file(str(minilm_dir / "model.safetensors"))
     assert torch.equal(loaded.pooler["dense.weight"], original["pooler.dense.weight"])
     torch.manual_seed(0)

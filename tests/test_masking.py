@@ -12,7 +12,7 @@ import torch
 from batches import CLS, MASK, PAD, SEP, SPECIALS, WORD_START, V, assert_whole_words, gen, make_batch, masker, real_candidates, runs
 
 from electrolite.config import ObjectiveConfig
-from electrolite.objectives import IGNORE, Masker, make_inputs, sop_swap
+from electrolite.objectives import IGNORE_INDEX, Masker, make_inputs, sop_swap
 
 
 def test_token_masking_rate_and_exact_counts():
@@ -178,7 +178,7 @@ def test_make_inputs_sop_swaps_half_and_labels():
     inputs = make_inputs(batch, m, sop=True, generator=gen(8))
     seg, labels = batch["segment_lengths"], inputs["sop_labels"]
     two = seg[:, 1] > 0
-    assert torch.equal(labels[~two], torch.full(((~two).sum().item(),), IGNORE))
+    assert torch.equal(labels[~two], torch.full(((~two).sum().item(),), IGNORE_INDEX))
     assert set(labels[two].tolist()) == {0, 1}
     assert abs(labels[two].float().mean().item() - 0.5) <= 0.03
     assert torch.equal(inputs["attention_mask"], batch["attention_mask"])  # same length after a swap
@@ -200,7 +200,7 @@ def test_make_inputs_without_sop_keeps_order():
     assert torch.equal(inputs["input_ids"], batch["input_ids"])
     two = batch["segment_lengths"][:, 1] > 0
     assert (inputs["sop_labels"][two] == 0).all()  # nothing was swapped, so nothing is labelled swapped
-    assert (inputs["sop_labels"][~two] == IGNORE).all()
+    assert (inputs["sop_labels"][~two] == IGNORE_INDEX).all()
     # Second segments have type 1, so token types are right without SOP too.
     la = batch["segment_lengths"][:, 0]
     assert torch.equal(inputs["token_type_ids"].sum(1), torch.where(two, batch["segment_lengths"][:, 1] + 1, 0))

@@ -15,7 +15,7 @@ from batches import V, gen, make_batch, masker
 
 from electrolite.config import ObjectiveConfig, PretrainConfig, from_name
 from electrolite.model import count_parameters
-from electrolite.objectives import IGNORE, Electra, MaskedLM, _masked_lm, build_objective, make_inputs, sample_from_logits
+from electrolite.objectives import IGNORE_INDEX, Electra, MaskedLM, _masked_lm, build_objective, make_inputs, sample_from_logits
 
 # --- ELECTRA ---------------------------------------------------------------------------------------
 
@@ -273,7 +273,7 @@ def test_sop_loss_added_with_its_weight(name):
     model = (mlm(objective) if name == "mlm" else electra(objective)).eval()
     inputs = small_inputs(name, sop=True, rows=16)
     labels = inputs["sop_labels"]
-    assert (labels == 1).any() and (labels == 0).any() and (labels == IGNORE).any()
+    assert (labels == 1).any() and (labels == 0).any() and (labels == IGNORE_INDEX).any()
     torch.manual_seed(0)
     out = model(inputs)
     parts = out.mlm_loss + 0.5 * out.sop_loss
@@ -287,7 +287,7 @@ def test_sop_loss_added_with_its_weight(name):
         else:
             hidden = model.discriminator(out.corrupted_ids, inputs["attention_mask"], inputs["token_type_ids"])
         logits = model.sop_head(hidden)
-    valid = labels != IGNORE
+    valid = labels != IGNORE_INDEX
     torch.testing.assert_close(out.sop_loss, F.cross_entropy(logits[valid], labels[valid]), rtol=0, atol=1e-5)
     assert 0.0 <= out.sop_accuracy.item() <= 1.0
     # Constructed accuracy: a head that always says "in order" is right on the label-0 rows.

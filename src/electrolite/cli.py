@@ -2,6 +2,9 @@
 
 A user's mistake prints one line, ``electrolite: error: ...``, and exits with status 2; a bug
 of ours may traceback.
+
+Each command imports what it runs inside its own function, so that ``electrolite --help`` and a bad
+flag answer at once, without loading torch.
 """
 
 from __future__ import annotations
@@ -191,7 +194,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from electrolite.inference import evaluate
     from electrolite.training.checkpoint import write_json
@@ -200,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{result['task']} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if result["note"]:
         print(f"note: {result['note']}")
-    out = Path(args.out) if args.out else Path(args.model) / "evaluate.json"
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.model) / "evaluate.json"
     write_json(result, out)
     print(f"wrote {out}")
 

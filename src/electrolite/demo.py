@@ -15,7 +15,13 @@ import time
 from pathlib import Path
 
 from electrolite import config as cfgmod
+from electrolite.config import FinetuneConfig
+from electrolite.data.corpus import iter_documents, prepare, split_sentences, write_builtin_corpus
+from electrolite.data.tokenizer import save_tokenizer, train_tokenizer
+from electrolite.finetune import run as finetune
+from electrolite.inference import detect
 from electrolite.objectives import prior_rtd_loss
+from electrolite.pretrain import run
 
 DEMO_STEPS = 600
 DEMO_OVERRIDES = {
@@ -36,9 +42,6 @@ DEMO_OVERRIDES = {
 
 def run_demo(out: str, steps: int | None = None) -> dict:
     """Run the demo into `out` (re-running reuses what is already there and resumes the run)."""
-    from electrolite.data.corpus import prepare, write_builtin_corpus
-    from electrolite.data.tokenizer import save_tokenizer, train_tokenizer
-    from electrolite.pretrain import run
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,6 @@ def _report_pretraining(root: Path, summary: dict, initial: dict) -> None:
 def swapped_paragraphs(text: Path, n: int = 2, seed: int = 1) -> list[tuple[str, str, int, str]]:
     """n paragraphs of the corpus text (60-120 words, as long as what the model trained on), each with its middle
     word replaced by another word of the same paragraph: (changed text, original word, character offset, swap)."""
-    from electrolite.data.corpus import iter_documents
     rng = random.Random(seed)
     paragraphs = [" ".join(d.split()) for d in iter_documents(str(text)) if 60 <= len(d.split()) <= 120 and d.isascii()]
     rng.shuffle(paragraphs)
@@ -121,7 +123,6 @@ def swapped_paragraphs(text: Path, n: int = 2, seed: int = 1) -> list[tuple[str,
 def _detect_view(root: Path, run_dir: Path) -> None:
     """The discriminator's per-token scores (what `electrolite detect` prints) around a swapped word in paragraphs
     of the corpus text (whole paragraphs: a lone short sentence is far from the 128-token sequences it trained on)."""
-    from electrolite.inference import detect
     print("\nThe discriminator's probability that each token was replaced (`electrolite detect RUN TEXT`) in two\n"
           "paragraphs of the corpus whose middle word was swapped for another word of the paragraph [in brackets]:")
     for changed, original, start, swap in swapped_paragraphs(root / "python-docs.txt"):
@@ -144,7 +145,6 @@ def topic_task(text: Path, out_dir: Path, word: str = "file", max_per_class: int
     The model must infer the topic from the words around it (path, open, read, directory ...),
     which is what pre-training can teach. Balanced classes; 70% train.csv, 30% dev.csv (text,label).
     """
-    from electrolite.data.corpus import iter_documents, split_sentences
     rng = random.Random(seed)
     pattern = re.compile(rf"\b{word}s?\b", re.IGNORECASE)
     sentences = [s for doc in iter_documents(str(text)) for s in split_sentences(doc)
@@ -166,8 +166,6 @@ def topic_task(text: Path, out_dir: Path, word: str = "file", max_per_class: int
 
 def _finetune_comparison(root: Path, text: Path) -> dict:
     """Fine-tune the pre-trained discriminator and the same architecture from random weights."""
-    from electrolite.config import FinetuneConfig
-    from electrolite.finetune import run as finetune
     task_dir = root / "file-topic"
     if not (task_dir / "dev.csv").exists():
         topic_task(text, task_dir)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from electrolite import config as cfgmod
 from electrolite.config import FinetuneConfig
+from electrolite.data.tokenizer import special_tokens
 from electrolite.errors import UserError
 from electrolite.interop.load import load_encoder
 from electrolite.tasks import Task, TaskData, get_task
@@ -102,7 +103,6 @@ def run_one(cfg: FinetuneConfig, out: Path, task: Task, data: TaskData, loaded, 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tok = loaded.tokenizer
-    from electrolite.data.tokenizer import special_tokens
     pad_id = special_tokens(tok).pad_token_id
     labels = list(data.labels) if data.labels else []
     train = data.train[:cfg.max_train_examples] if cfg.max_train_examples else data.train

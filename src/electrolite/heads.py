@@ -15,6 +15,8 @@ from torch import nn
 from electrolite.config import EncoderConfig
 from electrolite.model import ACTIVATIONS, init_weights
 
+IGNORE_INDEX = -100  # the label of positions that carry no loss (unmasked, specials, continuation pieces, padding)
+
 
 class MLMHead(nn.Module):
     """Masked-LM output for selected positions only.

@@ -13,6 +13,7 @@ span, text and score.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -25,7 +26,10 @@ from electrolite.config import EncoderConfig
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.data.tokenizer import load_tokenizer, special_tokens
 from electrolite.errors import UserError, parse_json
+from electrolite.interop.hf import ARCHITECTURES
+from electrolite.interop.hf_io import load_hf_model, load_hf_task_model, load_hf_tokenizer
 from electrolite.interop.load import load_pretrain_objective, load_task_model
+from electrolite.interop.onnx import load_onnx_task
 from electrolite.tasks import get_task
 from electrolite.tasks.model import TaskModel
 from electrolite.tasks.predict import Forward, predict_records, score, torch_forward
@@ -38,7 +42,6 @@ def _task_of(record: dict[str, Any]):
     if record["task"] == "text-classification":
         task = task.with_options(record["text_fields"], record.get("label_column") or "label",
                                  record["family"] == "regression")
-    import dataclasses
     return dataclasses.replace(task, max_length=record["max_length"])
 
 
@@ -51,12 +54,10 @@ def load_task(model_dir: str, runtime: str = "torch", action: str = "predict"
             in onnxruntime (onnx_io.OnnxTaskModel).
     """
     if runtime == "onnx":
-        from electrolite.interop.onnx import load_onnx_task  # optional: the onnx extra
         return load_onnx_task(model_dir)
     art = expect(open_dir(model_dir), (TaskDir, HFDir), f"{action} needs a fine-tuned task dir or a Hugging Face "
                  "task checkpoint")
     if isinstance(art, HFDir):
-        from electrolite.interop.hf_io import load_hf_task_model, load_hf_tokenizer  # optional: the hf extra
         model, record = load_hf_task_model(art.root)
         return model, record, load_hf_tokenizer(art.root)
     model, record = load_task_model(art.root, art.data)
@@ -156,8 +157,6 @@ def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.M
     art = expect(open_dir(model_dir), (RunDir, HFDir), f"{command} needs a pre-training run or a Hugging Face "
                  "checkpoint")
     if isinstance(art, HFDir):
-        from electrolite.interop.hf import ARCHITECTURES  # optional: the hf extra
-        from electrolite.interop.hf_io import load_hf_model, load_hf_tokenizer
         root = art.root
         module, ckpt = load_hf_model(root)
         part = "rtd_head" if command == "detect" else "mlm_head"

@@ -21,11 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from electrolite.config import EncoderConfig, ObjectiveConfig
-from electrolite.heads import MLMHead, RTDHead, SOPHead
+from electrolite.heads import IGNORE_INDEX, MLMHead, RTDHead, SOPHead
 from electrolite.model import Encoder
-
-IGNORE = -100
-
 
 # --- masking -----------------------------------------------------------------------------------
 
@@ -203,7 +200,7 @@ def make_inputs(batch: dict[str, torch.Tensor], masker: Masker, sop: bool,
     if not sop:
         swap = torch.zeros_like(swap)  # nothing swapped, so nothing labelled swapped
     ids, types = sop_swap(ids, seg, swap)
-    sop_labels = torch.where(seg[:, 1] > 0, swap.long(), IGNORE)
+    sop_labels = torch.where(seg[:, 1] > 0, swap.long(), IGNORE_INDEX)
     selected = masker.select(ids, attention, generator)
     return dict(input_ids=ids, masked_input_ids=masker.corrupt(ids, selected, generator),
                 mlm_mask=selected, attention_mask=attention, token_type_ids=types, sop_labels=sop_labels)
@@ -270,11 +267,11 @@ def _masked_lm(hidden: torch.Tensor, head: MLMHead, inputs: dict[str, torch.Tens
 
 def _sentence_order(hidden: torch.Tensor, head: SOPHead, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = head(hidden).float()  # (B, 2)
-    valid = labels != IGNORE
+    valid = labels != IGNORE_INDEX
     if not valid.any():
         zero = logits.sum() * 0.0
         return zero, zero.detach()
-    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
     acc = (logits.detach().argmax(-1) == labels)[valid].float().mean()
     return loss, acc
 

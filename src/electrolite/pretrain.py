@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from tqdm import tqdm
 
 from electrolite import config as cfgmod
 from electrolite import flops
@@ -61,7 +62,7 @@ EVAL_SEED = 12345
 RANK_SEED_STRIDE = 1_000_003  # rank r's masking / dropout seeds: seed + r × stride (rank 0: the single-process seeds)
 
 
-class Setup:
+class RunSetup:
     """Everything a pre-training run needs, built from its config and corpus."""
 
     def __init__(self, cfg: PretrainConfig, world_size: int = 1):
@@ -143,7 +144,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
     return out
 
 
-def prepare_run_dir(setup: Setup) -> bool:
+def prepare_run_dir(setup: RunSetup) -> bool:
     """Create RUN (config.yaml, tokenizer.json) or check that it can be resumed. Returns True when resuming."""
     out = Path(setup.cfg.out)
     if not setup.cfg.out:
@@ -174,7 +175,7 @@ def prepare_run_dir(setup: Setup) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, setup: Setup, device: torch.device, batches: int,
+def validation_metrics(model: torch.nn.Module, setup: RunSetup, device: torch.device, batches: int,
              precision: str) -> dict[str, float]:
     """Validation metrics on the first `batches` validation batches with fixed, seeded masks and samples.
 
@@ -305,7 +306,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     """Pre-train (or resume) a run; returns its final summary."""
     # --- setup ---------------------------------------------------------------------------------
     dist = init_distributed(cfg.train.device)
-    setup = Setup(cfg, dist.world_size)
+    setup = RunSetup(cfg, dist.world_size)
     cfg = setup.cfg
     t = cfg.train
     run_dir = Path(cfg.out)
@@ -336,7 +337,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     train = TrainState()
     latest = checkpoint.latest_checkpoint(run_dir) if resuming else None
     if latest is not None:  # every rank reads the checkpoint (a file system all nodes share)
-        state, rng = sharding.load_checkpoint(latest, model, optimizer)
+        state, rng = sharding.restore(latest, model, optimizer)
         train.step, train.elapsed = state["step"], state["elapsed_seconds"]
         sampler.load_state_dict(state["sampler"])
         restore_rng(rng, state, dist, device, mask_gen, t.seed + train.step)
@@ -379,7 +380,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         step = train.step
         if not (dist.is_main or sharded):
             return {}
-        metrics = evaluate(model, setup, device, t.eval_batches, precision)  # FSDP: every rank's forward gathers
+        metrics = validation_metrics(model, setup, device, t.eval_batches, precision)  # FSDP: every rank's forward gathers
         if not dist.is_main:
             return {}
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
@@ -395,7 +396,6 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         return metrics
 
     initial = log_eval() if train.step == 0 else {}  # the untrained model: what training must beat
-    from tqdm import tqdm
     bar = tqdm(total=t.steps, initial=train.step, disable=not (t.progress and dist.is_main), unit="step", dynamic_ncols=True,
                desc=f"{cfg.objective.name}{'+sop' if cfg.objective.sop else ''} {cfg.size} {precision}")
     stop_reason = "completed"

@@ -17,7 +17,7 @@ import torch
 
 from electrolite import config as cfgmod
 from electrolite.initialize import apply_init, pretrain_config
-from electrolite.pretrain import Setup
+from electrolite.pretrain import RunSetup as Setup
 from tests.hf_cases import batch, tiny_hf_config
 
 from .conftest import cli, cli_ok, read_metrics, user_error

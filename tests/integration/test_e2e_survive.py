@@ -210,7 +210,7 @@ def test_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpoint(fixed_co
 
 def nan_losses(monkeypatch, steps: set[int]) -> None:
     """Training forward pass number s (= step s, one micro-batch a step) returns a NaN loss for s in `steps`."""
-    build = pretrain.Setup.build_model
+    build = pretrain.RunSetup.build_model
 
     def build_model(self):
         model = build(self)
@@ -221,7 +221,7 @@ def nan_losses(monkeypatch, steps: set[int]) -> None:
                 return dataclasses.replace(out, loss=out.loss * float("nan"))
         model.register_forward_hook(hook)
         return model
-    monkeypatch.setattr(pretrain.Setup, "build_model", build_model)
+    monkeypatch.setattr(pretrain.RunSetup, "build_model", build_model)
 
 
 def test_a_finite_step_resets_the_count_and_no_checkpoint_is_taken_mid_streak(fixed_corpus: Path, tmp_path: Path,

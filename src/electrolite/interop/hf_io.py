@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
@@ -67,8 +68,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
+                    return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such weights file") from None
@@ -163,7 +163,7 @@ def load_hf_model(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
     return module.eval(), ckpt
 
 
-def load_encoder(path: str | os.PathLike):
+def load_hf_encoder(path: str | os.PathLike) -> LoadedEncoder:
     """The encoder of a Hugging Face checkpoint dir with its tokenizer, for ``finetune --model HFDIR``.
 
     Heads in the checkpoint are dropped: fine-tuning puts a fresh one on top (ELECTRA's layout for

@@ -28,7 +28,7 @@ def load_encoder(path: str, action: str = "finetune") -> LoadedEncoder:
         return _load_task_dir_encoder(art.root, art.data)
     if isinstance(art, RunDir):
         return _load_pretrain_encoder(art.root, art.config())
-    return hf_io.load_encoder(art.root)
+    return hf_io.load_hf_encoder(art.root)
 
 
 def load_pretrain_objective(root: Path, cfg: PretrainConfig) -> nn.Module:

@@ -16,6 +16,7 @@ extra (onnx, onnxscript, onnxruntime).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -80,7 +81,6 @@ def _refuse(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _require(what: str, *modules: str) -> None:
-    import importlib.util
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{what} needs {' and '.join(missing)}: {INSTALL}")

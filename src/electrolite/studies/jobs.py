@@ -30,19 +30,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from electrolite import pretrain
 from electrolite.errors import UserError
 from electrolite.studies.study import (
     Study,
-    _read_json,
     check_study_dir,
     finetune_label,
     finetune_one,
     pending_finetunes,
-    pretrain_config,
     pretraining_finished,
     pretraining_label,
     pretraining_state,
+    read_json_if_any,
+    setup_pretrain_config,
     write_results,
 )
 
@@ -66,7 +68,7 @@ def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, An
     for setup, steps, per_step, done in pretraining_state(study, out):
         if done is None:
             log(f"study: {pretraining_label(setup, steps, per_step)}")
-            done = pretrain.run(pretrain_config(study, setup, out, steps))
+            done = pretrain.run(setup_pretrain_config(study, setup, out, steps))
             if not pretraining_finished(done, study):  # a signal
                 log(f"study: pre-training {setup.name} {done['stop_reason']} at step {done['step']}; "
                     f"re-run the same command to resume")
@@ -82,12 +84,11 @@ def run_study(study: Study, out: Path, log=print, jobs: int = 1) -> dict[str, An
 
 def _unit_main(study: Study, out: Path, unit: tuple, threads: int, errors) -> None:
     """A spawned process: one pre-training or one fine-tune."""
-    import torch
     torch.set_num_threads(threads)
     try:
         if unit[0] == "pretrain":
             _, setup, steps, _ = unit
-            pretrain.run(pretrain_config(study, setup, out, steps))  # checkpoints and returns on SIGTERM/SIGINT
+            pretrain.run(setup_pretrain_config(study, setup, out, steps))  # checkpoints and returns on SIGTERM/SIGINT
         else:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the scheduler decides; it sends SIGTERM
             _, setup, task, seed, task_dir = unit
@@ -104,7 +105,6 @@ def _name(unit: tuple) -> str:
 
 
 def run_parallel(study: Study, out: Path, log, jobs: int) -> dict[str, Any]:
-    import torch
     threads = max(1, torch.get_num_threads() // jobs)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
     errors = ctx.Queue()
@@ -185,7 +185,7 @@ def _finished(unit: tuple, exitcode: int | None, study: Study, out: Path, runs: 
             return f"{name} failed (exit code 2); its output is above"
         return f"{name}: {received[name]}"
     if unit[0] == "pretrain":
-        summary = _read_json(out / "pretrain" / unit[1].name / "summary.json")
+        summary = read_json_if_any(out / "pretrain" / unit[1].name / "summary.json")
         if pretraining_finished(summary, study):
             runs[unit[1].name] = summary
             return ""

@@ -191,7 +191,7 @@ def read_sources(dirs: list[str]) -> tuple[list[Run], list[StudyReport]]:
 # --- tables -------------------------------------------------------------------------------------
 
 
-def format_flops(v: float) -> str:
+def flops_label(v: float) -> str:
     """``3.0e15``: two significant figures, the exponent without ``+`` or leading zeros; 0 is ``0``."""
     if v == 0:
         return "0"
@@ -216,7 +216,7 @@ def study_table(study: StudyReport) -> dict[str, Any]:
     for s in study.data["setups"]:
         scores = {t["name"]: s["scores"].get(t["name"]) for t in tasks}
         cells = [s["label"] + ("" if s["complete"] else " (incomplete)"), format_params(s.get("parameters")),
-                 f"{s['steps']:,}", format_flops(s["paper_flops"]), *(format_score(scores[t["name"]]) for t in tasks),
+                 f"{s['steps']:,}", flops_label(s["paper_flops"]), *(format_score(scores[t["name"]]) for t in tasks),
                  DASH if s["average"] is None else f"{s['average']:.1f}"]
         rows.append({"setup": s["name"], "label": s["label"], "complete": s["complete"], "pretrained": s["pretrained"],
                      "parameters": s.get("parameters"), "steps": s["steps"], "paper_flops": s["paper_flops"],

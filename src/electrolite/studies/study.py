@@ -36,8 +36,7 @@ from electrolite import config as cfgmod
 from electrolite import finetune, initialize
 from electrolite.configio import load_yaml, save_yaml
 from electrolite.errors import UserError, shown_repr
-from electrolite.pretrain import Setup as RunSetup
-from electrolite.pretrain import config_differences
+from electrolite.pretrain import RunSetup, config_differences
 from electrolite.studies import report
 from electrolite.tasks import get_task
 from electrolite.training import checkpoint
@@ -202,7 +201,7 @@ def load_study(path: str) -> Study:
     for s in setups:  # every setup's pre-training config must resolve (one line naming it otherwise)
         if not s.from_scratch:
             try:
-                pretrain_config(study, s, Path("."), steps=1)
+                setup_pretrain_config(study, s, Path("."), steps=1)
             except UserError as e:
                 raise UserError(f"{where}: setups {s.name}: {e}") from None
     return study
@@ -212,7 +211,7 @@ def _setup(setups: list[Setup], name: str) -> Setup:
     return next(s for s in setups if s.name == name)
 
 
-def pretrain_config(study: Study, setup: Setup, out: Path, steps: int) -> cfgmod.PretrainConfig:
+def setup_pretrain_config(study: Study, setup: Setup, out: Path, steps: int) -> cfgmod.PretrainConfig:
     """The setup's pre-training config with the study's corpus, run dir and step count."""
     data = merge(setup.config, {"corpus": study.corpus, "out": str(out / "pretrain" / setup.name)})
     train = data.setdefault("train", {})
@@ -227,7 +226,7 @@ def pretrain_config(study: Study, setup: Setup, out: Path, steps: int) -> cfgmod
 
 def steps_for_budget(study: Study, setup: Setup) -> tuple[int, float]:
     """(steps, paper FLOPs per step) so that a setup spends the study's budget."""
-    cfg = pretrain_config(study, setup, Path("."), steps=1)
+    cfg = setup_pretrain_config(study, setup, Path("."), steps=1)
     run_setup = RunSetup(cfg)
     f = cfg.objective.two_stage_fraction if cfg.objective.name == "electra" else 0.0
     # ELECTRA's two-stage warm start spends share f of its steps as the cheaper masked LM
@@ -279,7 +278,7 @@ def pretraining_state(study: Study, out: Path):
         if setup.from_scratch:
             continue
         steps, per_step = steps_for_budget(study, setup)
-        done = _read_json(out / "pretrain" / setup.name / "summary.json")
+        done = read_json_if_any(out / "pretrain" / setup.name / "summary.json")
         yield setup, steps, per_step, (done if pretraining_finished(done, study) else None)
 
 
@@ -309,7 +308,7 @@ def pending_finetunes(study: Study, out: Path):
                     yield setup, task, seed, task_dir
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_if_any(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
@@ -347,7 +346,7 @@ def collect(study: Study, out: Path, runs: dict[str, dict[str, Any]]) -> dict[st
         for task in study.tasks:
             values = []
             for seed in range(study.seeds):
-                res = _read_json(out / "finetune" / setup.name / task.name / f"seed-{seed}" / "eval_results.json")
+                res = read_json_if_any(out / "finetune" / setup.name / task.name / f"seed-{seed}" / "eval_results.json")
                 if res is None:
                     complete = False
                     continue

@@ -20,13 +20,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer
 
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.errors import UserError, parse_json, shown, shown_repr
+from electrolite.heads import IGNORE_INDEX
 from electrolite.tasks.family import Family, Raw, Run, record_defaults
 
-IGNORE_INDEX = -100  # label of positions that carry no loss (specials, continuation pieces, padding)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -433,7 +434,6 @@ def encode_classification(examples: Sequence[Example], tokenizer: Tokenizer, max
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    import torch  # the same float32 softmax the model's probabilities always came from
     return torch.softmax(torch.from_numpy(np.asarray(logits)), -1).numpy()
 
 

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
 
 # --------------------------------------------------------------------------------------------
 # GLUE: accuracy, F1, Matthews correlation, Pearson, Spearman
@@ -76,7 +77,6 @@ def matthews_corrcoef(y_true: Sequence, y_pred: Sequence) -> float:
 
 def pearson(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     """Pearson correlation (scipy.stats.pearsonr); 0.0 when either side is constant."""
-    from scipy.stats import pearsonr
 
     t, p = _pair(np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64))
     if len(t) < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
@@ -86,7 +86,6 @@ def pearson(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
 
 def spearman(y_true: Sequence[float], y_pred: Sequence[float]) -> float:
     """Spearman rank correlation, ties ranked by their average (scipy.stats.spearmanr); 0.0 when constant."""
-    from scipy.stats import spearmanr
 
     t, p = _pair(np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64))
     if len(t) < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:

@@ -17,10 +17,8 @@ from torch import nn
 
 from electrolite.config import EncoderConfig
 from electrolite.errors import UserError
-from electrolite.heads import QuestionAnsweringHead, SequenceClassificationHead, TokenClassificationHead
+from electrolite.heads import IGNORE_INDEX, QuestionAnsweringHead, SequenceClassificationHead, TokenClassificationHead
 from electrolite.model import Encoder
-
-IGNORE = -100
 
 
 class TaskModel(nn.Module):
@@ -76,7 +74,7 @@ class TaskModel(nn.Module):
                 out["loss"] = F.mse_loss(logits, labels.float())
             elif self.family == "tagging":
                 out["loss"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                              ignore_index=IGNORE)
+                                              ignore_index=IGNORE_INDEX)
             else:
                 out["loss"] = F.cross_entropy(logits, labels)
         return out

@@ -353,7 +353,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Verify checksums (``verify_checkpoint``) and load weights (+ optimizer). Returns (state, rng tensors).
 
-    A model sharded by FSDP loads through ``sharding.load_checkpoint``, which calls this for any other.
+    A model sharded by FSDP loads through ``sharding.restore``, which calls this for any other.
     """
     state = verify_checkpoint(path)
     load_weights(model, path / "model.safetensors")

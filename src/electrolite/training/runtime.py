@@ -10,6 +10,7 @@ single process each is a no-op returning its input.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import shutil
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from electrolite.errors import UserError
+from electrolite.training.sharding import shard
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLELISMS = ("ddp", "fsdp")  # how several processes split the work: data only, or also the model (sharding.py)
@@ -60,7 +64,6 @@ def init_distributed(device_name: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
-    import torch.distributed as dist
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if cuda:
@@ -75,9 +78,7 @@ def shutdown(info: Dist) -> None:
     the group is destroyed (at interpreter exit) aborts the process ("terminate called without an
     active exception"), so unreachable wrappers are collected first."""
     if info.enabled:
-        import gc
 
-        import torch.distributed as dist
         gc.collect()
         if dist.is_initialized():
             dist.barrier()
@@ -88,7 +89,6 @@ def any_rank(info: Dist, *flags: bool) -> list[bool]:
     """Each flag, true if it is true on any rank (one all-reduce): stop decisions all ranks agree on."""
     if not info.enabled:
         return [bool(f) for f in flags]
-    import torch.distributed as dist
     t = torch.tensor([float(f) for f in flags], device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [bool(v) for v in t.tolist()]
@@ -98,7 +98,6 @@ def mean_over_ranks(info: Dist, values: dict[str, float]) -> dict[str, float]:
     """Each value averaged over the ranks (every rank must pass the same keys)."""
     if not info.enabled or not values:
         return values
-    import torch.distributed as dist
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
@@ -109,7 +108,6 @@ def gather(info: Dist, obj: Any) -> list[Any]:
     """Every rank's `obj`, in rank order, on every rank."""
     if not info.enabled:
         return [obj]
-    import torch.distributed as dist
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
@@ -119,14 +117,12 @@ def broadcast(info: Dist, obj: Any) -> Any:
     """Rank 0's `obj` on every rank."""
     if not info.enabled:
         return obj
-    import torch.distributed as dist
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
 def _collective_device() -> torch.device:
-    import torch.distributed as dist
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
@@ -144,9 +140,7 @@ def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, paral
     if not info.enabled:
         return model
     if parallel == "fsdp":
-        from electrolite.training.sharding import shard
         return shard(model, device, info.world_size)
-    from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused_parameters)
 
@@ -155,7 +149,6 @@ def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, paral
 def gradient_sync(model: nn.Module, sync: bool):
     """Backward passes inside average their gradients over the ranks (`sync`, the last micro-batch of a
     step), or keep them local to accumulate (DDP's ``no_sync``, FSDP's ``set_requires_gradient_sync``)."""
-    from torch.nn.parallel import DistributedDataParallel
     if sync:
         yield
     elif isinstance(model, DistributedDataParallel):
@@ -296,7 +289,7 @@ def maybe_compile(modules: Iterable[nn.Module], setting: str, device: torch.devi
             _warned.add(message)
             print(message, file=sys.stderr)
         return False
-    import torch._dynamo
+    import torch._dynamo  # the compiler stack (seconds to import): only when compiling
 
     torch._dynamo.config.suppress_errors = True
     for module in modules:

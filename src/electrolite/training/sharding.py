@@ -13,6 +13,9 @@ parameter names, state_dict keys and shared modules (ELECTRA's embeddings, the t
 stay as they are, ``clip_grad_norm_`` computes the norm over all shards, and the module is sharded
 in place (no wrapper to unwrap). Tried on torch 2.13: it runs on gloo (CPU) too, and a step of 2 CPU
 processes matches one process (tests/integration/test_e2e_fsdp.py); NCCL on CUDA is untested here.
+
+The torch.distributed imports are inside the functions: FSDP2's public API moved between the torch
+releases we support (2.4-2.13), and a single-process run never needs it.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from electrolite.training.checkpoint import StateDict
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether `model` was sharded by ``shard`` (FSDP); False without a process group."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # FSDP2: only when sharding
     if not dist.is_available() or not dist.is_initialized():  # one process: not even the FSDP import (0.6 s)
         return False
     try:
-        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.fsdp import FSDPModule  # FSDP2: only when sharding
     except ImportError:  # torch before 2.6: nothing was sharded (``shard`` refuses)
         return False
     return isinstance(model, FSDPModule)
@@ -52,9 +55,9 @@ def shard(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
     Parameters stay fp32 (no MixedPrecisionPolicy): bf16 comes from the recipes' autocast. The
     optimizer must be built after this: its parameters are the sharded ones.
     """
-    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.device_mesh import init_device_mesh  # FSDP2: only when sharding
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import fully_shard  # FSDP2: only when sharding
     except ImportError:  # public from torch 2.6 on
         raise UserError(f"parallel fsdp needs torch 2.6 or newer (fully_shard), this is {torch.__version__}") from None
     mesh = init_device_mesh(device.type, (world_size,))
@@ -81,7 +84,7 @@ def _own(t: torch.Tensor) -> torch.Tensor:
 
 
 def _options(**kwargs):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    from torch.distributed.checkpoint.state_dict import StateDictOptions  # FSDP2: only when sharding
     return StateDictOptions(full_state_dict=True, **kwargs)
 
 
@@ -94,7 +97,7 @@ def gather_weights(model: nn.Module) -> nn.Module | StateDict:
     """
     if not is_sharded(model):
         return model
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict  # FSDP2: only when sharding
     full = {k: _own(v) for k, v in get_model_state_dict(model, options=_options(cpu_offload=True)).items()}
     if full:
         for names in _aliases(model):
@@ -110,14 +113,14 @@ def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer
     the other ranks). Under FSDP a collective, like ``gather_weights``."""
     if not is_sharded(model):
         return optimizer
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict  # FSDP2: only when sharding
     full = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
     return {f"{name}::{key}": _own(torch.as_tensor(value))
             for name, state in full.get("state", {}).items() for key, value in state.items()}
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+            ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``checkpoint.load_checkpoint`` for a model that may be sharded by FSDP (``shard``): a sharded one
     loads the same files, each rank its shards (a collective)."""
     if not is_sharded(model):
@@ -137,7 +140,7 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, w
     (Not ``set_model_state_dict``: it hands a shared module's second name, absent from the file, to
     the sharded module as a plain tensor.)
     """
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor, distribute_tensor  # FSDP2: only when sharding
 
     def place(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         if not isinstance(like, DTensor):
