@@ -10,8 +10,8 @@ import pytest
 
 from electrolite.data.tokenizer import load_tokenizer, train_tokenizer
 from electrolite.errors import UserError
+from electrolite.heads import IGNORE_INDEX
 from electrolite.tasks import CONLL2003_TAGS, get_task
-from electrolite.tasks.classification import IGNORE_INDEX
 from electrolite.tasks.metrics import entity_scores, get_entities
 from electrolite.tasks.tagging import (
     Sentence,

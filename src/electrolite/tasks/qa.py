@@ -20,8 +20,8 @@ from tokenizers import Tokenizer
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.data.tokenizer import special_tokens
 from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.tasks.classification import Features, prepared_tokenizer, read_text
 from electrolite.tasks.family import Family, Raw, Run, record_defaults
+from electrolite.tasks.features import Features, prepared_tokenizer, read_text
 from electrolite.tasks.metrics import squad_v1, squad_v2
 
 

@@ -22,8 +22,9 @@ from tokenizers import Tokenizer
 
 from electrolite.data.textfiles import lone_surrogate
 from electrolite.errors import UserError, parse_json, shown, shown_repr
-from electrolite.tasks.classification import IGNORE_INDEX, Features, file_lines, prepared_tokenizer
+from electrolite.heads import IGNORE_INDEX
 from electrolite.tasks.family import Family, Raw, Run, record_defaults
+from electrolite.tasks.features import Features, file_lines, prepared_tokenizer
 from electrolite.tasks.metrics import get_entities
 
 _TAG = re.compile(r"O|[BIES]-\S.*")
