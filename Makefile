@@ -20,10 +20,11 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/electrolite demo
 
-# The structure checks first (seconds): the import layers of docs/architecture.md, then ruff.
+# The structure checks first (about a minute): the import contracts of docs/architecture.md, ruff, mypy.
 lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/mypy src
 
 test: lint
 	$(PY) -m pytest -q

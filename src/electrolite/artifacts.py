@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union, overload
 
 from electrolite import config as cfgmod
 from electrolite.errors import UserError
@@ -117,7 +117,20 @@ def open_dir(path: str | os.PathLike, shown: str | None = None) -> Artifact:
                     "Face checkpoint config.json")
 
 
-def expect(artifact: Artifact, kinds: tuple[type, ...], needs: str) -> Artifact:
+_A = TypeVar("_A", bound=_Dir)
+_B = TypeVar("_B", bound=_Dir)
+_C = TypeVar("_C", bound=_Dir)
+
+
+@overload
+def expect(artifact: Artifact, kinds: tuple[type[_A]], needs: str) -> _A: ...
+@overload
+def expect(artifact: Artifact, kinds: tuple[type[_A], type[_B]], needs: str) -> _A | _B: ...
+@overload
+def expect(artifact: Artifact, kinds: tuple[type[_A], type[_B], type[_C]], needs: str) -> _A | _B | _C: ...
+
+
+def expect(artifact: Artifact, kinds: tuple[type[_Dir], ...], needs: str) -> _Dir:
     """`artifact` when it is one of `kinds`; else the one error message: what it is, what `needs` (e.g.
     "predict needs a fine-tuned task dir or a Hugging Face task checkpoint"), and how to get there."""
     if isinstance(artifact, kinds):

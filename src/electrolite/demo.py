@@ -64,8 +64,10 @@ def run_demo(out: str, steps: int | None = None) -> dict:
     overrides = dict(DEMO_OVERRIDES, corpus=str(corpus), out=str(root / "run"))
     overrides["train.steps"] = steps or DEMO_STEPS
     cfg = cfgmod.resolve_pretrain_config(None, overrides)
+    generator = cfg.generator_config()
+    assert generator is not None  # DEMO_OVERRIDES: the electra objective
     print(f"[4/5] pre-training ELECTRA ({cfg.size}: hidden {cfg.model.hidden_size}, "
-          f"{cfg.model.num_hidden_layers} layers; generator hidden {cfg.generator_config().hidden_size}) "
+          f"{cfg.model.num_hidden_layers} layers; generator hidden {generator.hidden_size}) "
           f"for {cfg.train.steps} steps ...")
     summary = run(cfg)
     initial = _initial_eval(root / "run" / "metrics.jsonl")

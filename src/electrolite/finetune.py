@@ -267,7 +267,11 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                        "median": statistics.median(r["main"] for r in runs), "spread": aggregate(runs),
                        "precision": runs[0]["precision"], "compiled": runs[0]["compiled"], "note": data.note}
             checkpoint.write_json(summary, tmp / "results.json")
-        tmp.replace(out) if not out.exists() else (shutil.rmtree(out), tmp.replace(out))
+        if not out.exists():
+            tmp.replace(out)
+        else:
+            shutil.rmtree(out)
+            tmp.replace(out)
     except BaseException:
         if dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal, cast, overload
 
 import torch
 from tokenizers import Tokenizer
@@ -30,6 +30,7 @@ from electrolite.interop.hf import ARCHITECTURES
 from electrolite.interop.hf_io import load_hf_model, load_hf_task_model, load_hf_tokenizer
 from electrolite.interop.load import load_pretrain_objective, load_task_model
 from electrolite.interop.onnx import load_onnx_task
+from electrolite.objectives import Electra, MaskedLM
 from electrolite.tasks import get_task
 from electrolite.tasks.model import TaskModel
 from electrolite.tasks.predict import Forward, predict_records, score, torch_forward
@@ -43,6 +44,14 @@ def _task_of(record: dict[str, Any]):
         task = task.with_options(record["text_fields"], record.get("label_column") or "label",
                                  record["family"] == "regression")
     return dataclasses.replace(task, max_length=record["max_length"])
+
+
+@overload
+def load_task(model_dir: str, runtime: Literal["torch"] = "torch", action: str = "predict"
+              ) -> tuple[TaskModel, dict[str, Any], Tokenizer]: ...
+@overload
+def load_task(model_dir: str, runtime: str = "torch", action: str = "predict"
+              ) -> tuple[TaskModel | Forward, dict[str, Any], Tokenizer]: ...
 
 
 def load_task(model_dir: str, runtime: str = "torch", action: str = "predict"
@@ -103,11 +112,12 @@ def read_inputs(texts: list[str], fields: tuple[str, ...], source: str) -> Itera
         line = line.rstrip("\n")
         if not line.strip():
             continue
-        record = None
+        record: dict[str, Any] | None = None
         if line.lstrip().startswith("{"):
-            record = parse_json(line, f"{source} line {n}")
-            if not isinstance(record, dict):
+            parsed = parse_json(line, f"{source} line {n}")
+            if not isinstance(parsed, dict):
                 raise UserError(f"{source} line {n}: expected a JSON object")
+            record = parsed
         if record is None:
             if len(fields) > 1:
                 raise UserError(f"{source} line {n}: this task needs JSON lines with the fields "
@@ -134,7 +144,8 @@ def predict(model_dir: str, records: Iterable[dict[str, str]], device: torch.dev
         runtime: "torch" (a task dir or Hugging Face checkpoint) or "onnx" (an ``export --format onnx`` dir).
     """
     model, record, tok = loaded or load_task(model_dir, runtime)
-    forward = torch_forward(model.to(device), device) if isinstance(model, nn.Module) else model
+    # The torch runtime's model is a TaskModel; onnx's a Forward (not a module).
+    forward = torch_forward(cast(TaskModel, model).to(device), device) if isinstance(model, nn.Module) else model
     task = _task_of(record)
     pad = special_tokens(tok).pad_token_id
     labels = record["labels"]
@@ -171,10 +182,14 @@ def _pretrained_parts(model_dir: str, command: str) -> tuple[EncoderConfig, nn.M
     if command == "detect":
         if cfg.objective.name != "electra":
             raise UserError(f"{model_dir} was pre-trained with {cfg.objective.name}; detect needs an ELECTRA run")
-        return cfg.model, model.discriminator, model.discriminator_head, tok
+        electra = cast(Electra, model)  # build_objective's module for the electra objective
+        return cfg.model, electra.discriminator, electra.discriminator_head, tok
     if cfg.objective.name == "electra":
-        return cfg.generator_config(), model.generator, model.generator_head, tok
-    return cfg.model, model.encoder, model.mlm_head, tok
+        electra, generator = cast(Electra, model), cfg.generator_config()
+        assert generator is not None  # the electra objective has one
+        return generator, electra.generator, electra.generator_head, tok
+    masked_lm = cast(MaskedLM, model)  # every other objective
+    return cfg.model, masked_lm.encoder, masked_lm.mlm_head, tok
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tokenizers import Tokenizer
@@ -35,6 +35,7 @@ from electrolite.data.vocab import grow_rows
 from electrolite.errors import UserError
 from electrolite.interop.hf_io import load_hf_model, read_checkpoint
 from electrolite.interop.load import load_encoder, load_pretrain_objective
+from electrolite.objectives import Electra, MaskedLM
 from electrolite.training.checkpoint import sha256
 
 
@@ -115,6 +116,7 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: st
 def apply_init(model: nn.Module, source: InitSource, generator: InitSource | None = None) -> None:
     """Load `source` (and the ELECTRA generator's `generator`) into a freshly built objective module."""
     if hasattr(model, "discriminator"):  # ELECTRA
+        model = cast(Electra, model)  # build_objective: only Electra has a discriminator
         _load(model.discriminator, source.encoder, "encoder", source.path)
         if "rtd_head" in source.heads:
             _load(model.discriminator_head, source.heads["rtd_head"], "RTD head", source.path)
@@ -130,6 +132,7 @@ def apply_init(model: nn.Module, source: InitSource, generator: InitSource | Non
             if generator is None:
                 model.generator.embeddings.load_state_dict(model.discriminator.embeddings.state_dict())
         return
+    model = cast(MaskedLM, model)  # build_objective's other module
     _load(model.encoder, source.encoder, "encoder", source.path)
     if "mlm_head" in source.heads:
         _load(model.mlm_head, source.heads["mlm_head"], "MLM head", source.path)

@@ -356,6 +356,8 @@ class Electra(nn.Module):
     embeddings become generator + residual, so the generator still starts weak.
     """
 
+    random_pool: torch.Tensor  # (V',) a buffer (register_buffer): the ids a uniform replacement may take
+
     def __init__(self, model: EncoderConfig, generator: EncoderConfig, objective: ObjectiveConfig):
         super().__init__()
         self.objective = objective
@@ -515,7 +517,7 @@ class Electra(nn.Module):
 
 
 def build_objective(model: EncoderConfig, objective: ObjectiveConfig,
-                    generator: EncoderConfig | None = None) -> nn.Module:
+                    generator: EncoderConfig | None = None) -> MaskedLM | Electra:
     """The objective module for a config: Electra (needs the generator config) or MaskedLM."""
     if objective.name == "electra":
         if generator is None:

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import torch
 from tqdm import tqdm
@@ -34,7 +34,7 @@ from electrolite.data.vocab import added_pieces
 from electrolite.errors import UserError
 from electrolite.initialize import InitSource, apply_init, grow_vocabulary, read_init
 from electrolite.model import Encoder
-from electrolite.objectives import Masker, build_objective, make_inputs, prior_rtd_loss
+from electrolite.objectives import Electra, Masker, build_objective, make_inputs, prior_rtd_loss
 from electrolite.training import checkpoint, sharding
 from electrolite.training.loop import MetricsLog, StepResult, StopFlag, TrainState, train_step
 from electrolite.training.optim import adamw, lr_multiplier, param_groups, set_lr
@@ -127,7 +127,7 @@ class RunSetup:
         torch.manual_seed(self.cfg.train.seed)
         model = build_objective(self.cfg.model, self.cfg.objective, self.generator_cfg)
         if hasattr(model, "set_random_pool"):  # uniform replacements draw from the masker's non-special ids
-            model.set_random_pool(self.masker.random_pool)
+            cast(Electra, model).set_random_pool(self.masker.random_pool)  # only Electra has it
         return model
 
 
@@ -186,7 +186,7 @@ def validation_metrics(model: torch.nn.Module, setup: RunSetup, device: torch.de
     was_training = model.training
     model.eval()
     if hasattr(model, "set_final"):  # ELECTRA: measured against the corruption its recipe ends at
-        model.set_final()
+        cast(Electra, model).set_final()
     gen = torch.Generator().manual_seed(EVAL_SEED)
     b = setup.cfg.train.batch_size
     totals: dict[str, float] = {}
@@ -252,10 +252,10 @@ def objective_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mic
     """
     clip_groups = None
     if objective is not None and getattr(objective.objective, "decoupled_training", False):
-        gen = objective.generator_parameters()
+        gen = cast(Electra, objective).generator_parameters()  # decoupled_training is ELECTRA's
         gen_ids = {id(p) for p in gen}
         clip_groups = [gen, [p for p in {id(p): p for p in model.parameters()}.values() if id(p) not in gen_ids]]
-    hooks = objective if objective is not None and hasattr(objective, "after_optimizer_step") else None
+    hooks = cast(Electra, objective) if objective is not None and hasattr(objective, "after_optimizer_step") else None
     return train_step(model, optimizer, micro_batches, functools.partial(objective_forward, model, device),
                       accumulation, device, precision, max_grad_norm, dist, clip_groups, hooks)
 
@@ -325,8 +325,8 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
     compiled = maybe_compile([m for m in model.modules() if isinstance(m, Encoder)], t.compile, device)
     # DDP broadcasts rank 0's weights; FSDP shards `model` in place, so the optimizer comes after.
     trained = wrap_data_parallel(model, dist, device, t.parallel, getattr(model, "changes_stage", False))
-    scales = model.lr_scales() if hasattr(model, "lr_scales") else None  # ELECTRA: the generator's lr
-    undecayed = model.no_weight_decay() if hasattr(model, "no_weight_decay") else None
+    scales = cast(Electra, model).lr_scales() if hasattr(model, "lr_scales") else None  # ELECTRA: the generator's lr
+    undecayed = cast(Electra, model).no_weight_decay() if hasattr(model, "no_weight_decay") else None
     optimizer = adamw(param_groups(model, t.weight_decay, t.learning_rate, scales, undecayed), t.learning_rate,
                       (t.adam_beta1, t.adam_beta2), t.adam_epsilon, device)
     # Masks, samples and dropout differ per rank; rank 0 draws what a single process would.
@@ -383,6 +383,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
         metrics = validation_metrics(model, setup, device, t.eval_batches, precision)  # FSDP: every rank's forward gathers
         if not dist.is_main:
             return {}
+        assert log is not None  # rank 0 keeps the log
         if metrics and step not in log.valid_steps:  # a resumed run may already have logged this step
             log.valid_steps.add(step)
             record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}, "paper_flops": setup.paper_flops(step)}
@@ -415,7 +416,7 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
             started = time.perf_counter()
             set_lr(optimizer, t.learning_rate, lr_multiplier(t.lr_schedule, train.step, warmup, t.steps))
             if hasattr(model, "set_step"):  # ELECTRA's curriculum and stage: pure functions of the step
-                model.set_step(train.step, t.steps)
+                cast(Electra, model).set_step(train.step, t.steps)
             micro = (make_inputs(setup.corpus.batch(sampler.next_batch()), setup.masker, cfg.objective.sop, mask_gen)
                      for _ in range(t.gradient_accumulation_steps))
             result = objective_step(trained, optimizer, micro, t.gradient_accumulation_steps, device, precision,
@@ -432,11 +433,12 @@ def run(cfg: PretrainConfig) -> dict[str, Any]:
                 parts = mean_over_ranks(dist, parts)  # a collective: every rank logs at the same steps
                 tps = tokens_per_step * window_steps / max(window_time, 1e-9)
                 bar.set_postfix(loss=f"{parts['loss']:.3f}", tok_s=f"{tps:,.0f}")
-                log and log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
-                           "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
-                           "tokens_per_second": round(tps, 1), "elapsed_seconds": round(train.elapsed, 2),
-                           "paper_flops": setup.paper_flops(step),
-                           "model_flops": setup.model_flops(step), "skipped_steps": train.skipped})
+                if log:
+                    log.write({"step": step, **{k: round(v, 6) for k, v in parts.items()},
+                               "grad_norm": round(float(grad_norm), 4), "lr": optimizer.param_groups[0]["lr"],
+                               "tokens_per_second": round(tps, 1), "elapsed_seconds": round(train.elapsed, 2),
+                               "paper_flops": setup.paper_flops(step),
+                               "model_flops": setup.model_flops(step), "skipped_steps": train.skipped})
                 window_time, window_steps = 0.0, 0
             if diverged:  # no checkpoint of this state: `latest` keeps naming the last good one
                 good = (f"the last good checkpoint is {train.last_checkpoint}" if train.last_checkpoint

@@ -37,7 +37,7 @@ def _mmap_safetensors(path: str) -> dict[str, np.ndarray]:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n))
-        tensors = {}
+        tensors: dict[str, np.ndarray] = {}
         for name, info in header.items():
             if name == "__metadata__":
                 continue

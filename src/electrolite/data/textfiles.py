@@ -20,11 +20,13 @@ import re
 import sysconfig
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import chain
+from typing import TypeVar
 
 from electrolite.errors import UserError, parse_json
 
+_T = TypeVar("_T")
 _CHUNK_BYTES = 1 << 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -191,7 +193,7 @@ def read_sentence_blocks(files: list[str], errors: str = "strict", on_read: Call
         yield sentences, counts
 
 
-def prefetch(items: Iterable, depth: int) -> Iterator:
+def prefetch(items: Iterable[_T], depth: int) -> Generator[_T, None, None]:
     """Iterates ``items`` in a background thread, up to ``depth`` items ahead.
 
     Exceptions raised there are re-raised here, in order. Closing the returned generator stops
@@ -312,7 +314,7 @@ def _source_texts(path: str) -> Iterator[str]:
         block = []
 
 
-def _runtime_texts(name: str) -> Iterator[str]:
+def _runtime_texts(name: str) -> Iterator[str | None]:
     """Docstrings of a built-in or extension module, its classes, functions and methods."""
     try:
         module = importlib.import_module(name)
@@ -329,7 +331,7 @@ def _runtime_texts(name: str) -> Iterator[str]:
                     yield getattr(member, "__doc__", None)
 
 
-def _module_texts(name: str) -> Iterator[str]:
+def _module_texts(name: str) -> Iterator[str | None]:
     # Looked up in the standard library folder itself, so that nothing on sys.path (a file in
     # the current directory, setuptools' distutils shim) can stand in for a stdlib module.
     stdlib = sysconfig.get_paths()["stdlib"]
@@ -360,6 +362,7 @@ def builtin_corpus_text() -> Iterator[str]:
     On CPython 3.11.7 this is 13,152 documents, 3.0 MB of text, built in 3 to 4 s.
     """
     seen: set[str] = set()
+    topics: dict[str, str]
     try:
         from pydoc_data.topics import topics
     except ImportError:  # some distributions strip it

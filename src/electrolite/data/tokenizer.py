@@ -127,6 +127,7 @@ def train_tokenizer(files: list[str], vocab_size: int, kind: str = "wordpiece", 
     for path in files:
         if not os.path.isfile(path):
             raise UserError(f"{path}: no such file")
+    trainer: trainers.Trainer
     if kind == "wordpiece":
         tok = _wordpiece(None, lowercase)
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
@@ -189,8 +190,8 @@ def save_tokenizer(tok: Tokenizer, out_dir: str, model_max_length: int | None = 
     tok.no_truncation()
     special = special_tokens(tok)
     names = {field.removesuffix("_id"): tok.id_to_token(i) for field, i in vars(special).items()}
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], **names}
+    config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+                                 "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], **names}
     if model_max_length is not None:
         config["model_max_length"] = model_max_length
     try:

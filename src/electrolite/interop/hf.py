@@ -18,6 +18,7 @@ projection, and read back from ALBERT only when the projection is the identity.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -53,7 +54,7 @@ def _compiled(arch: str) -> tuple[list[tuple[re.Pattern, str | None]], list[tupl
     return forward, backward
 
 
-def _lookup(key: str, rules: list[tuple[re.Pattern, str | None]]) -> tuple[bool, str | None]:
+def _lookup(key: str, rules: Sequence[tuple[re.Pattern, str | None]]) -> tuple[bool, str | None]:
     for pat, target in rules:
         m = pat.fullmatch(key)
         if m:
@@ -79,12 +80,14 @@ def to_hf(state: dict[str, torch.Tensor], arch: str, config: EncoderConfig) -> d
         UserError: a weight the class has no place for (named), i.e. a part it cannot express.
     """
     _, backward = _compiled(arch)
-    out, unplaced = {}, []
+    out: dict[str, torch.Tensor] = {}
+    unplaced: list[str] = []
     for key, tensor in state.items():
         found, hf_key = _lookup(key, backward)
         if not found:
             unplaced.append(key)
         else:
+            assert hf_key is not None  # every backward rule has a target
             out[hf_key] = tensor.detach().clone().contiguous()
     if unplaced:
         raise UserError(f"{arch} has no place for these weights: {_names(unplaced)}")
@@ -290,7 +293,7 @@ class Pretrained(nn.Module):
             self.pooler = Pooler(config)
 
 
-def build_model(arch: str, config: EncoderConfig, num_labels: int = 0, regression: bool = False) -> nn.Module:
+def build_model(arch: str, config: EncoderConfig, num_labels: int = 0, regression: bool = False) -> Pretrained | TaskModel:
     """The electrolite module whose state dict `arch`'s table maps to: Pretrained or TaskModel."""
     a = ARCHITECTURES[arch]
     if not a.family:

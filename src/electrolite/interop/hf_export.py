@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tokenizers import Tokenizer
@@ -22,7 +22,9 @@ from electrolite.errors import UserError
 from electrolite.interop.hf import ARCHITECTURES, WRITTEN_AS, hf_config, mlm_arch, prefixed, task_arch, to_hf
 from electrolite.interop.hf_io import load_hf_model, load_hf_tokenizer, task_record
 from electrolite.interop.load import load_pretrain_objective, load_task_model, task_dir_parts
+from electrolite.objectives import Electra, MaskedLM
 from electrolite.tasks import family_of
+from electrolite.tasks.model import TaskModel
 from electrolite.training.checkpoint import atomic_dir, check_new_dir
 
 
@@ -50,6 +52,7 @@ def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:
     model = load_pretrain_objective(root, cfg)
     tok = load_tokenizer(str(root / "tokenizer.json"))
     if cfg.objective.name == "electra":
+        model = cast(Electra, model)  # build_objective's module for the electra objective
         disc, gen = model.discriminator.config, model.generator.config
         for name, c in (("discriminator", disc), ("generator", gen)):
             if c.num_hidden_groups < c.num_hidden_layers:
@@ -70,6 +73,7 @@ def _plan_pretrain_run(root: Path, data: dict[str, Any]) -> list[ExportItem]:
                        {**prefixed(model.generator, "encoder."), **prefixed(model.generator_head, "mlm_head.")},
                        tok, {}),
         ]
+    model = cast(MaskedLM, model)  # every other objective
     arch = mlm_arch(cfg.model, cfg.objective.sop)
     state = {**prefixed(model.encoder, "encoder."), **prefixed(model.mlm_head, "mlm_head.")}
     if cfg.objective.sop:
@@ -90,7 +94,7 @@ def _plan(root: Path) -> list[ExportItem]:
                            _task_extra(record))]
     module, ckpt = load_hf_model(root)
     a = ARCHITECTURES[ckpt.arch]
-    extra = _task_extra(task_record(ckpt, module)) if a.family else {}
+    extra = _task_extra(task_record(ckpt, cast(TaskModel, module))) if a.family else {}  # build_model: a TaskModel
     return [ExportItem("", WRITTEN_AS.get(ckpt.arch, ckpt.arch), ckpt.config, module.state_dict(),
                        load_hf_tokenizer(root), extra)]
 

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -23,6 +23,7 @@ from electrolite.data.tokenizer import load_tokenizer
 from electrolite.errors import UserError
 from electrolite.interop.hf import (
     ARCHITECTURES,
+    Pretrained,
     build_model,
     check_fits,
     encoder_config_from_hf,
@@ -30,7 +31,7 @@ from electrolite.interop.hf import (
 )
 from electrolite.model import Encoder
 from electrolite.tasks import family_of
-from electrolite.tasks.model import LoadedEncoder
+from electrolite.tasks.model import LoadedEncoder, TaskModel
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], arch: str, where: str) -> None:
@@ -145,7 +146,7 @@ def _check_vocab(tok: Tokenizer, config: EncoderConfig, root: Path) -> None:
         raise UserError(f"{root}: the tokenizer has {n} tokens but the model only {config.vocab_size}")
 
 
-def load_hf_model(path: str | os.PathLike) -> tuple[nn.Module, Checkpoint]:
+def load_hf_model(path: str | os.PathLike) -> tuple[Pretrained | TaskModel, Checkpoint]:
     """A Hugging Face checkpoint as its electrolite module (Pretrained or TaskModel, eval mode)."""
     ckpt = read_checkpoint(path)
     a = ARCHITECTURES[ckpt.arch]
@@ -190,7 +191,7 @@ def load_hf_encoder(path: str | os.PathLike) -> LoadedEncoder:
                          family=ARCHITECTURES[ckpt.arch].model_type)
 
 
-def task_record(ckpt: Checkpoint, module: nn.Module) -> dict[str, Any]:
+def task_record(ckpt: Checkpoint, module: TaskModel) -> dict[str, Any]:
     """The task record (as in a task dir's config.yaml) of a fine-tuned Hugging Face checkpoint.
 
     A checkpoint electrolite exported carries its record in config.json (``electrolite_task``);
@@ -213,4 +214,5 @@ def load_hf_task_model(path: str | os.PathLike):
     if not ARCHITECTURES[ckpt.arch].family:
         raise UserError(f"{ckpt.root} is a {ckpt.arch} checkpoint, not a fine-tuned task model "
                         "({Electra,Bert,Albert}For{Sequence,Token}Classification or *ForQuestionAnswering)")
-    return module, task_record(ckpt, module)
+    model = cast(TaskModel, module)  # build_model's module for an architecture with a family
+    return model, task_record(ckpt, model)

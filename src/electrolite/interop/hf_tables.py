@@ -40,15 +40,15 @@ _EMBEDDINGS = {
     "embeddings.position_ids": None,  # a buffer (0..P-1) that checkpoints before transformers 4.31 stored
     "embeddings.token_type_ids": None,  # likewise (zeros)
 }
-BERT_ENCODER = {**_EMBEDDINGS, **_BERT_LAYER}
-ELECTRA_ENCODER = {
+BERT_ENCODER: dict[str, str | None] = {**_EMBEDDINGS, **_BERT_LAYER}
+ELECTRA_ENCODER: dict[str, str | None] = {
     **_EMBEDDINGS,
     "embeddings_project.weight": "embeddings_project.weight",
     "embeddings_project.bias": "embeddings_project.bias",
     **_BERT_LAYER,
 }
 _ALBERT_LAYER = "encoder.albert_layer_groups.{}.albert_layers.0."  # inner_group_num = 1: one layer per group
-ALBERT_ENCODER = {
+ALBERT_ENCODER: dict[str, str | None] = {
     **_EMBEDDINGS,
     "encoder.embedding_hidden_mapping_in.weight": "embeddings_project.weight",
     "encoder.embedding_hidden_mapping_in.bias": "embeddings_project.bias",
@@ -69,10 +69,10 @@ ALBERT_ENCODER = {
     _ALBERT_LAYER + "full_layer_layer_norm.weight": "encoder.layer.{}.output.LayerNorm.weight",
     _ALBERT_LAYER + "full_layer_layer_norm.bias": "encoder.layer.{}.output.LayerNorm.bias",
 }
-ENCODERS = {"bert": BERT_ENCODER, "electra": ELECTRA_ENCODER, "albert": ALBERT_ENCODER}
+ENCODERS: dict[str, dict[str, str | None]] = {"bert": BERT_ENCODER, "electra": ELECTRA_ENCODER, "albert": ALBERT_ENCODER}
 
 # Heads: full Hugging Face keys → electrolite keys.
-_ELECTRA_RTD = {
+_ELECTRA_RTD: dict[str, str | None] = {
     "discriminator_predictions.dense.weight": "rtd_head.dense.weight",
     "discriminator_predictions.dense.bias": "rtd_head.dense.bias",
     "discriminator_predictions.dense_prediction.weight": "rtd_head.dense_prediction.weight",
@@ -116,8 +116,8 @@ _ALBERT_SOP = {
     "sop_classifier.classifier.weight": "sop_head.classifier.weight",
     "sop_classifier.classifier.bias": "sop_head.classifier.bias",
 }
-_TOKEN_CLASSIFIER = {"classifier.weight": "head.classifier.weight", "classifier.bias": "head.classifier.bias"}
-_QA = {"qa_outputs.weight": "head.qa_outputs.weight", "qa_outputs.bias": "head.qa_outputs.bias"}
+_TOKEN_CLASSIFIER: dict[str, str | None] = {"classifier.weight": "head.classifier.weight", "classifier.bias": "head.classifier.bias"}
+_QA: dict[str, str | None] = {"qa_outputs.weight": "head.qa_outputs.weight", "qa_outputs.bias": "head.qa_outputs.bias"}
 _UNUSED_BERT_POOLER = {"bert.pooler.dense.weight": None, "bert.pooler.dense.bias": None}
 _UNUSED_ALBERT_POOLER = {"albert.pooler.weight": None, "albert.pooler.bias": None}
 

@@ -4,9 +4,7 @@ a pre-training run, a fine-tuned task dir or a Hugging Face checkpoint dir."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import Any, cast
 
 from electrolite import config as cfgmod
 from electrolite.artifacts import HFDir, RunDir, TaskDir, expect, open_dir
@@ -14,7 +12,7 @@ from electrolite.config import EncoderConfig, PretrainConfig
 from electrolite.data.tokenizer import load_tokenizer
 from electrolite.errors import UserError
 from electrolite.interop import hf_io
-from electrolite.objectives import build_objective
+from electrolite.objectives import Electra, MaskedLM, build_objective
 from electrolite.tasks.model import LoadedEncoder, TaskModel
 from electrolite.training import checkpoint
 
@@ -31,7 +29,7 @@ def load_encoder(path: str, action: str = "finetune") -> LoadedEncoder:
     return hf_io.load_hf_encoder(art.root)
 
 
-def load_pretrain_objective(root: Path, cfg: PretrainConfig) -> nn.Module:
+def load_pretrain_objective(root: Path, cfg: PretrainConfig) -> MaskedLM | Electra:
     """The whole pre-training objective module of a run (generator, discriminator, heads), weights loaded."""
     weights = root / "model.safetensors"
     if not weights.exists():
@@ -43,7 +41,7 @@ def load_pretrain_objective(root: Path, cfg: PretrainConfig) -> nn.Module:
 
 def _load_pretrain_encoder(root: Path, cfg: PretrainConfig) -> LoadedEncoder:
     model = load_pretrain_objective(root, cfg)
-    encoder = model.discriminator if cfg.objective.name == "electra" else model.encoder
+    encoder = cast(Electra, model).discriminator if cfg.objective.name == "electra" else cast(MaskedLM, model).encoder
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     if cfg.objective.name == "electra":
         family = "electra"

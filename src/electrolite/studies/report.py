@@ -57,7 +57,8 @@ def _read_text(file: Path) -> str:
 def read_run(path: Path, name: str) -> Run:
     """Reads a pre-training run dir; a malformed metrics.jsonl line is a UserError naming file and line."""
     file = path / "metrics.jsonl"
-    train, valid = [], []
+    train: list[dict[str, float]] = []
+    valid: list[dict[str, float]] = []
     for n, line in enumerate(_read_text(file).splitlines(), 1):
         if not line.strip():
             continue

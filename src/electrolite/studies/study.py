@@ -28,7 +28,7 @@ import math
 import os
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from safetensors import SafetensorError, safe_open
 
@@ -267,9 +267,10 @@ def check_study_dir(study: Study, out: Path) -> None:
 
 
 def _dotted(data: dict[str, Any], key: str) -> object:
+    value: object = data
     for part in key.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def pretraining_state(study: Study, out: Path):
@@ -282,7 +283,7 @@ def pretraining_state(study: Study, out: Path):
         yield setup, steps, per_step, (done if pretraining_finished(done, study) else None)
 
 
-def pretraining_finished(summary: dict[str, Any] | None, study: Study) -> bool:
+def pretraining_finished(summary: dict[str, Any] | None, study: Study) -> TypeGuard[dict[str, Any]]:
     """A run that completed its steps, or (time budget) stopped when the budget ran out."""
     if not summary:
         return False

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -133,8 +134,8 @@ class Task:
         text_columns = tuple(text_columns) if text_columns is not None else self.text_columns
         if text_columns and not 1 <= len(text_columns) <= 2:
             raise UserError(f"text-classification takes one or two text columns, got {len(text_columns)}")
-        changes = {"text_columns": text_columns, "text_fields": text_columns or self.text_fields,
-                   "label_column": label_column or self.label_column}
+        changes: dict[str, Any] = {"text_columns": text_columns, "text_fields": text_columns or self.text_fields,
+                                   "label_column": label_column or self.label_column}
         if regression:
             changes.update(family="regression", metrics=M.correlation_metrics, main_metric="spearman")
         elif regression is not None:
@@ -187,8 +188,8 @@ class Task:
                 if self.layout is not None and not os.path.isfile(os.path.join(data, "train.tsv")) \
                         and os.path.isdir(os.path.join(data, self.layout.folder)):
                     folder = os.path.join(data, self.layout.folder)  # the GLUE root
-                for split, names in self.files:
-                    hits = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+                for split, candidates in self.files:
+                    hits = [os.path.join(folder, n) for n in candidates if os.path.isfile(os.path.join(folder, n))]
                     if hits:
                         found[split] = hits[0]
             elif os.path.isfile(data):

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -172,8 +173,11 @@ def read_glue_tsv(path: str, layout: GlueLayout, labels: Sequence[str] | None) -
     return examples
 
 
-def _table_records(path: str) -> tuple[list[str] | None, list[tuple[int, object]]]:
-    """(column names or None for JSONL, [(line, record)]) of a .csv, .tsv or .jsonl file."""
+def _table_records(path: str) -> tuple[list[str] | None, Sequence[tuple[int, list[str] | dict[str, Any]]]]:
+    """(column names or None for JSONL, [(line, record)]) of a .csv, .tsv or .jsonl file.
+
+    A record is the row's fields (CSV, TSV) or the line's JSON object (JSONL).
+    """
     lower = path.lower()
     if lower.endswith(".tsv"):
         return _tsv_rows(path, header=True)
@@ -246,9 +250,11 @@ def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
             for name in wanted:
                 if name not in record:
                     raise UserError(f"{where}: no field {name!r}")
-            values = {name: record[name] for name in wanted}
+            obj = cast("dict[str, Any]", record)  # JSONL: _table_records checked it is an object
+            values = {name: obj[name] for name in wanted}
         else:
-            values = {name: record[idx[name]] for name in wanted}
+            row = cast("list[str]", record)  # CSV, TSV: the row's fields
+            values = {name: row[idx[name]] for name in wanted}
         texts = []
         for name in text_columns:
             if not isinstance(values[name], str):
@@ -256,7 +262,7 @@ def read_table(path: str, text_columns: Sequence[str], label_column: str | None,
             if lone_surrogate(values[name]):  # only JSON escapes make one
                 raise UserError(f"{where}: field {name!r} holds a lone surrogate escape (not Unicode text)")
             texts.append(values[name])
-        label = None
+        label: str | float | None = None
         if label_column:
             raw = values[label_column]
             if regression:
@@ -303,16 +309,16 @@ def encode_classification(examples: Sequence[Example], tokenizer: Tokenizer, max
         encodings[i] = enc
     input_ids = [np.array(e.ids, dtype=np.int64) for e in encodings]
     type_ids = [np.array(e.type_ids, dtype=np.int64) for e in encodings]
-    labels = None
+    labels: np.ndarray | None = None
     if examples and all(ex.label is not None for ex in examples):
         if label_map is None:
-            labels = np.array([float(ex.label) for ex in examples], dtype=np.float32)
+            labels = np.array([float(cast("str | float", ex.label)) for ex in examples], dtype=np.float32)
         else:
             for ex in examples:
                 if ex.label not in label_map:
                     raise UserError(f"{ex.source} line {ex.line}: label {shown_repr(ex.label)} is not one of the "
                                     f"model's labels ({', '.join(map(shown, label_map))})")
-            labels = np.array([label_map[ex.label] for ex in examples], dtype=np.int64)
+            labels = np.array([label_map[cast(str, ex.label)] for ex in examples], dtype=np.int64)  # all checked above
     return Features(input_ids, type_ids, labels)
 
 

@@ -107,16 +107,16 @@ class Features:
         out = {"input_ids": np.full((len(indices), width), pad_token_id, dtype=np.int64),
                "token_type_ids": np.zeros((len(indices), width), dtype=np.int64),
                "attention_mask": np.zeros((len(indices), width), dtype=np.int64)}
-        token_labels = isinstance(self.labels, list)
-        if token_labels:
+        token_labels = self.labels if isinstance(self.labels, list) else None
+        if token_labels is not None:
             out["labels"] = np.full((len(indices), width), IGNORE_INDEX, dtype=np.int64)
         for row, i in enumerate(indices):
             n = self.lengths[i]
             out["input_ids"][row, :n] = self.input_ids[i]
             out["token_type_ids"][row, :n] = self.token_type_ids[i]
             out["attention_mask"][row, :n] = 1
-            if token_labels:
-                out["labels"][row, :n] = self.labels[i]
+            if token_labels is not None:
+                out["labels"][row, :n] = token_labels[i]
         for name, values in self._per_sequence_fields().items():
             out[name] = values[indices]
         return out

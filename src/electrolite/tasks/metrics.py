@@ -37,7 +37,7 @@ def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
     return float(np.mean(t == p)) if len(t) else 0.0
 
 
-def f1_binary(y_true: Sequence, y_pred: Sequence, positive=1) -> float:
+def f1_binary(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray, positive=1) -> float:
     """F1 of the positive class (scikit-learn's ``f1_score(average="binary")``, zero_division=0).
 
     Args:
@@ -175,7 +175,8 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 def _entity_sets(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]):
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
-    gold_set, pred_set = set(), set()
+    gold_set: set[tuple[int, str, int, int]] = set()
+    pred_set: set[tuple[int, str, int, int]] = set()
     for i, (g, p) in enumerate(zip(gold, pred)):
         if len(g) != len(p):
             raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")

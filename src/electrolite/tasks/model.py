@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ class TaskModel(nn.Module):
         super().__init__()
         self.family = family
         self.encoder = Encoder(encoder_config)
+        self.head: SequenceClassificationHead | TokenClassificationHead | QuestionAnsweringHead
         if family == "classification":
             self.head = SequenceClassificationHead(encoder_config, num_labels, head)
         elif family == "regression":
@@ -147,5 +148,6 @@ def new_task_model(loaded: LoadedEncoder, family: str, num_labels: int, max_leng
         raise UserError(f"encoder weights do not fit (missing: {', '.join(missing) or '-'}; "
                         f"unexpected: {', '.join(unexpected) or '-'})")
     if loaded.pooler and family in ("classification", "regression") and head == "pooler":
-        model.head.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
+        pooled = cast(SequenceClassificationHead, model.head)  # the head of classification and regression
+        pooled.pooler.load_state_dict(loaded.pooler)  # after the fresh init: the RNG draws are unchanged
     return model

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -149,6 +150,8 @@ class QAFeatures(Features):
     def _per_sequence_fields(self) -> dict[str, np.ndarray]:
         if self.start_positions is None:
             return {}
+        if self.end_positions is None:
+            raise TypeError("QAFeatures with start_positions but no end_positions")
         return {"start_positions": self.start_positions, "end_positions": self.end_positions}
 
 
@@ -324,6 +327,8 @@ def decode_qa(examples: Sequence[QAExample], features: QAFeatures, start_logits,
         One ``QAPrediction`` per example, in order.
     """
     by_example: dict[int, list[int]] = {}
+    if features.example_index is None:
+        raise TypeError("QAFeatures without example_index (not made by encode_qa)")
     for f, e in enumerate(features.example_index):
         by_example.setdefault(int(e), []).append(f)
     predictions = []
@@ -334,6 +339,8 @@ def decode_qa(examples: Sequence[QAExample], features: QAFeatures, start_logits,
             s_logit = np.asarray(start_logits[f], dtype=np.float64)[:n]
             e_logit = np.asarray(end_logits[f], dtype=np.float64)[:n]
             null_score = min(null_score, float(s_logit[0] + e_logit[0]))
+            if features.offsets is None or features.max_context is None:
+                raise TypeError("QAFeatures without offsets or max_context (not made by encode_qa)")
             off = features.offsets[f]
             in_context = off[:, 0] >= 0
             s_idx = _top(s_logit, in_context & features.max_context[f], n_best_size)
@@ -343,7 +350,8 @@ def decode_qa(examples: Sequence[QAExample], features: QAFeatures, start_logits,
             for s, t in zip(s_grid[ok], e_grid[ok]):
                 candidates.append((float(s_logit[s] + e_logit[t]), *snap_to_words(ex.context, int(off[s, 0]), int(off[t, 1]))))
         candidates.sort(key=lambda c: -c[0])
-        n_best, seen = [], set()
+        n_best: list[dict[str, Any]] = []  # {"text", "start", "end", "score", "probability"}
+        seen: set[str] = set()
         for score, start, end in candidates:
             text = ex.context[start:end]
             if text in seen:

@@ -89,7 +89,9 @@ def read_conll(path: str) -> list[Sentence]:
     if path.lower().endswith((".jsonl", ".json")):
         sentences = _read_jsonl(path)
     else:
-        sentences, words, tags, first = [], [], [], 0
+        sentences, first = [], 0
+        words: list[str] = []
+        tags: list[str] = []
 
         def flush() -> None:
             if words:
@@ -155,6 +157,8 @@ class TaggingFeatures(Features):
 
     def first_subwords(self, i: int) -> np.ndarray:
         """Token positions of sequence ``i`` that start a word (those that carry the word's label)."""
+        if self.word_ids is None:
+            raise TypeError("TaggingFeatures without word_ids (not made by encode_tagging)")
         w = self.word_ids[i]
         starts = (w >= 0) & np.concatenate([[True], w[1:] != w[:-1]])
         return np.flatnonzero(starts)
@@ -190,6 +194,7 @@ def encode_tagging(sentences: Sequence[Sentence], tokenizer: Tokenizer, max_leng
         w = np.array([-1 if i is None else i for i in enc.word_ids], dtype=np.int64)
         word_ids.append(w)
         if tagged:
+            assert label_map is not None and s.tags is not None  # tagged: all sentences have tags, checked above
             y = np.full(len(w), IGNORE_INDEX, dtype=np.int64)
             starts = (w >= 0) & np.concatenate([[True], w[1:] != w[:-1]])
             y[starts] = [label_map[s.tags[j]] for j in w[starts]]
@@ -213,6 +218,8 @@ def word_tags(features: TaggingFeatures, predictions: Sequence[Sequence[int]] | 
     """
     out = []
     for i in range(len(features)):
+        if features.num_words is None or features.word_ids is None:
+            raise TypeError("TaggingFeatures without num_words or word_ids (not made by encode_tagging)")
         tags = [fill] * int(features.num_words[i])
         starts = features.first_subwords(i)
         pred = np.asarray(predictions[i])
@@ -239,7 +246,7 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     Returns:
         ``[(word, start, end)]``, ``text[start:end] == word``.
     """
-    words = []
+    words: list[tuple[str, int, int]] = []
     for m in re.finditer(r"\S+", text):
         s, e = m.span()
         lead, trail = [], []

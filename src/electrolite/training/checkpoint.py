@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
 from safetensors import SafetensorError
@@ -78,7 +78,8 @@ def _write_safetensors(tensors: nn.Module | StateDict | dict[str, torch.Tensor],
     """
     try:
         if isinstance(tensors, (nn.Module, StateDict)):
-            save_model(tensors, str(path), metadata=metadata)
+            # safetensors annotates a Module, but reads only .state_dict(), which StateDict has
+            save_model(tensors, str(path), metadata=metadata)  # type: ignore[arg-type]
         else:
             save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as e:
@@ -281,7 +282,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module | StateDict,
         tmp.mkdir()
         # RUN/model.safetensors is a copy of this file (publish_weights): the step goes in its metadata.
         _write_safetensors(model, tmp / "model.safetensors", {"step": str(step)})
-        moments = optimizer if isinstance(optimizer, dict) else optimizer_tensors(model, optimizer)
+        # an optimizer comes with its module; a StateDict (gathered shards) with gathered moments
+        moments = optimizer if isinstance(optimizer, dict) else optimizer_tensors(cast(nn.Module, model), optimizer)
         _write_safetensors(moments, tmp / "optimizer.safetensors")
         _write_safetensors({k: v.contiguous() for k, v in rng.items()}, tmp / "rng.safetensors")
         for f in CHECKPOINT_FILES:

@@ -9,7 +9,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, NamedTuple, Protocol, cast
 
 import torch
 
@@ -63,7 +63,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
             parts[k] = parts.get(k, 0.0) + v / accumulation
     if clip_groups is not None:
         norms = [clip_gradients(group, max_grad_norm) for group in clip_groups]
-        grad_norm = torch.sqrt(sum(n.float() ** 2 for n in norms))
+        grad_norm = torch.sqrt(cast(torch.Tensor, sum(n.float() ** 2 for n in norms)))  # a tensor: clip_groups is not empty
     else:
         grad_norm = clip_gradients(model, max_grad_norm)
     # Gradients (so their norm) agree over ranks after the all-reduce (FSDP: the norm is reduced over
@@ -110,9 +110,9 @@ class TrainState:
 class StopFlag:
     """SIGTERM/SIGINT request a clean stop: finish the step, checkpoint, exit 0."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signal: str | None = None
-        self._old = {}
+        self._old: dict[signal.Signals, Any] = {}  # the handlers to restore
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):

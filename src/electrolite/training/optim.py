@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float,
 def adamw(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, device: torch.device
           ) -> torch.optim.AdamW:
     """AdamW, fused on CUDA and on CPU where this torch supports it (one kernel for all tensors)."""
-    kwargs = dict(lr=lr, betas=betas, eps=eps)
+    kwargs: dict[str, Any] = dict(lr=lr, betas=betas, eps=eps)
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):

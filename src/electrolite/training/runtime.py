@@ -17,7 +17,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -145,6 +145,12 @@ def wrap_data_parallel(model: nn.Module, info: Dist, device: torch.device, paral
                                    find_unused_parameters=find_unused_parameters)
 
 
+class _GradientSyncToggle(Protocol):
+    """What ``gradient_sync`` uses of FSDP2's ``FSDPModule`` (imported only where FSDP runs)."""
+
+    def set_requires_gradient_sync(self, requires_gradient_sync: bool) -> None: ...
+
+
 @contextlib.contextmanager
 def gradient_sync(model: nn.Module, sync: bool):
     """Backward passes inside average their gradients over the ranks (`sync`, the last micro-batch of a
@@ -155,11 +161,12 @@ def gradient_sync(model: nn.Module, sync: bool):
         with model.no_sync():
             yield
     elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2 (sharding.shard)
-        model.set_requires_gradient_sync(False)
+        fsdp = cast(_GradientSyncToggle, model)
+        fsdp.set_requires_gradient_sync(False)
         try:
             yield
         finally:
-            model.set_requires_gradient_sync(True)
+            fsdp.set_requires_gradient_sync(True)
     else:
         yield
 

@@ -21,7 +21,7 @@ releases we support (2.4-2.13), and a single-process run never needs it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
@@ -98,7 +98,8 @@ def gather_weights(model: nn.Module) -> nn.Module | StateDict:
     if not is_sharded(model):
         return model
     from torch.distributed.checkpoint.state_dict import get_model_state_dict  # FSDP2: only when sharding
-    full = {k: _own(v) for k, v in get_model_state_dict(model, options=_options(cpu_offload=True)).items()}
+    # full_state_dict: every value is a whole tensor (the annotation allows any state value)
+    full = {k: _own(cast(torch.Tensor, v)) for k, v in get_model_state_dict(model, options=_options(cpu_offload=True)).items()}
     if full:
         for names in _aliases(model):
             for name in names[1:]:
@@ -115,8 +116,9 @@ def gather_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer
         return optimizer
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict  # FSDP2: only when sharding
     full = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+    states = cast("dict[str, dict[str, Any]]", full.get("state", {}))  # parameter name → {exp_avg, exp_avg_sq, step}
     return {f"{name}::{key}": _own(torch.as_tensor(value))
-            for name, state in full.get("state", {}).items() for key, value in state.items()}
+            for name, state in states.items() for key, value in state.items()}
 
 
 def restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
